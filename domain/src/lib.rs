@@ -1,0 +1,28 @@
+//! Pulsar's domain: the aggregates that decide what may happen, the events that record
+//! what did, and the rules and formats both sides of the system share.
+//!
+//! Nothing here performs I/O. Aggregates are cqrs-es [`cqrs_es::Aggregate`]s: `handle`
+//! validates a command against the current state and emits events, `apply` folds an
+//! event into the state. Events are facts and are never edited once shipped: a changed
+//! shape gets a new `event_version` and an upcaster.
+//!
+//! Layout:
+//! - [`error`]: [`DomainError`] and per-field [`ValidationErrors`], the only error type
+//!   aggregates return.
+//! - [`metadata`]: who did it, from where, under which request: attached to every event.
+//! - [`ids`]: prefixed, time-ordered identifiers.
+//! - [`scopes`]: the scope catalog, wildcard matching and role → scope mapping.
+//! - [`credentials`]: session-token format and hashing, password hashing.
+//! - [`user`], [`workspace`]: the identity aggregates.
+
+pub mod credentials;
+pub mod error;
+pub mod ids;
+pub mod metadata;
+pub mod scopes;
+pub mod user;
+pub mod validate;
+pub mod workspace;
+
+pub use error::{DomainError, ValidationErrors};
+pub use metadata::{Actor, ActorType, EventMetadata};

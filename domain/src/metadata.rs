@@ -1,0 +1,77 @@
+//! Event metadata: every event records who caused it, from where, and under which request.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of principal acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorType {
+    User,
+    ApiKey,
+    System,
+}
+
+impl ActorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::ApiKey => "api_key",
+            Self::System => "system",
+        }
+    }
+}
+
+/// A principal that acted: a user, an API key, or the system itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    #[serde(rename = "type")]
+    pub actor_type: ActorType,
+    pub id: String,
+}
+
+impl Actor {
+    pub fn user(id: impl Into<String>) -> Self {
+        Self {
+            actor_type: ActorType::User,
+            id: id.into(),
+        }
+    }
+
+    pub fn api_key(id: impl Into<String>) -> Self {
+        Self {
+            actor_type: ActorType::ApiKey,
+            id: id.into(),
+        }
+    }
+
+    pub fn system() -> Self {
+        Self {
+            actor_type: ActorType::System,
+            id: "system".into(),
+        }
+    }
+}
+
+/// The metadata attached to every event of one command (cqrs-es stores it as a string map).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMetadata {
+    pub actor: Actor,
+    pub request_id: String,
+    pub client_ip: String,
+    pub user_agent: String,
+}
+
+impl EventMetadata {
+    /// The map handed to `execute_with_metadata`; keys are part of the audit contract.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("actor_type".into(), self.actor.actor_type.as_str().into()),
+            ("actor_id".into(), self.actor.id.clone()),
+            ("request_id".into(), self.request_id.clone()),
+            ("client_ip".into(), self.client_ip.clone()),
+            ("user_agent".into(), self.user_agent.clone()),
+        ])
+    }
+}

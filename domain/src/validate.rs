@@ -1,0 +1,124 @@
+//! Field validators shared by aggregates and request pre-checks. Each returns the
+//! user-facing message on failure, phrased like API.md's examples.
+
+/// A required, trimmed text of at most `max` characters.
+pub fn required_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(format!("The {field} field is required."));
+    }
+    optional_text(field, value, max)
+}
+
+/// A text of at most `max` characters, with no control characters.
+pub fn optional_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.chars().count() > max {
+        return Err(format!(
+            "The {field} may not be greater than {max} characters."
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(format!("The {field} may not contain control characters."));
+    }
+    Ok(())
+}
+
+/// Lower-cases and trims an email address; validation is [`email`].
+pub fn normalize_email(value: &str) -> String {
+    value.trim().to_lowercase()
+}
+
+/// A plausible email address: one `@`, a non-empty local part, a dotted domain, no spaces.
+pub fn email(value: &str) -> Result<(), String> {
+    let message = || "The email must be a valid email address.".to_string();
+    if value.is_empty() {
+        return Err("The email field is required.".into());
+    }
+    if value.len() > 254 || value.chars().any(char::is_whitespace) {
+        return Err(message());
+    }
+    let Some((local, domain)) = value.split_once('@') else {
+        return Err(message());
+    };
+    let domain_ok = domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && !domain.contains('@');
+    if local.is_empty() || local.len() > 64 || !domain_ok {
+        return Err(message());
+    }
+    Ok(())
+}
+
+/// A URL-safe slug: 3 to 63 of `a-z`, `0-9`, `-`, starting and ending alphanumeric.
+pub fn slug(value: &str) -> Result<(), String> {
+    let ok = (3..=63).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err("The slug must be 3 to 63 lowercase letters, digits or dashes, starting and ending with a letter or digit.".into())
+    }
+}
+
+/// A slug derived from a display name (`"Acme Corp!"` → `"acme-corp"`), padded to 3 chars.
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 48 {
+            break;
+        }
+    }
+    let mut slug = slug.trim_end_matches('-').to_string();
+    while slug.len() < 3 {
+        slug.push('0');
+    }
+    slug
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert!(email("a@b.co").is_ok());
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@.co", "a b@c.co", "a@b..co", "a@b@c.co",
+        ] {
+            assert!(email(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn slugs() {
+        assert!(slug("acme-corp").is_ok());
+        for bad in ["ab", "-ab", "ab-", "Acme", "a_b", &"a".repeat(64)] {
+            assert!(slug(bad).is_err(), "{bad} should be refused");
+        }
+        assert_eq!(slugify("  Acme Corp!! "), "acme-corp");
+        assert_eq!(slugify("Ü"), "000");
+        assert!(slug(&slugify(&"Long name ".repeat(20))).is_ok());
+    }
+
+    #[test]
+    fn text_limits() {
+        assert!(required_text("name", "  ", 10).is_err());
+        assert!(required_text("name", "abc", 2).is_err());
+        assert!(optional_text("name", "a\u{0}b", 10).is_err());
+        assert!(optional_text("name", "línea\nnext", 10).is_ok());
+    }
+}

@@ -1,0 +1,136 @@
+//! The `identity` projection: `users`, `workspaces` and `workspace_members`.
+
+use cqrs_es::Aggregate;
+use pulsar_domain::user::{User, UserEvent};
+use pulsar_domain::workspace::{Workspace, WorkspaceEvent};
+use sqlx::PgConnection;
+
+use crate::log::StoredEvent;
+use crate::subscription::{Projection, ProjectionError};
+
+/// Keeps the identity read models.
+#[derive(Debug, Default)]
+pub struct IdentityProjection;
+
+/// The subscriber name handlers wait on after identity commands.
+pub const NAME: &str = "identity";
+
+impl Projection for IdentityProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        match event.aggregate_type.as_str() {
+            User::TYPE => apply_user(conn, event).await,
+            Workspace::TYPE => apply_workspace(conn, event).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    let envelope = event.decode::<User>()?;
+    match envelope.payload {
+        UserEvent::UserRegistered { email, name } => {
+            sqlx::query(
+                "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(&event.aggregate_id)
+            .bind(email)
+            .bind(name)
+            .bind(event.recorded_at)
+            .execute(conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_workspace(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+) -> Result<(), ProjectionError> {
+    let id = &event.aggregate_id;
+    let at = event.recorded_at;
+    let envelope = event.decode::<Workspace>()?;
+    match envelope.payload {
+        WorkspaceEvent::WorkspaceCreated {
+            name,
+            slug,
+            tier,
+            settings,
+            pixel_id,
+            owner_id,
+        } => {
+            sqlx::query(
+                "INSERT INTO workspaces
+                    (id, name, slug, tier, settings, pixel_id, owner_id, created_by, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(slug)
+            .bind(tier.as_str())
+            .bind(sqlx::types::Json(settings))
+            .bind(pixel_id)
+            .bind(owner_id)
+            .bind(event.actor_json())
+            .bind(at)
+            .execute(conn)
+            .await?;
+        }
+        WorkspaceEvent::WorkspaceUpdated { name, settings, .. } => {
+            sqlx::query(
+                "UPDATE workspaces SET name = $2, settings = $3, updated_at = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(sqlx::types::Json(settings))
+            .bind(at)
+            .execute(conn)
+            .await?;
+        }
+        WorkspaceEvent::WorkspaceDeleted => {
+            sqlx::query("DELETE FROM workspaces WHERE id = $1")
+                .bind(id)
+                .execute(conn)
+                .await?;
+        }
+        WorkspaceEvent::MemberAdded { user_id, role } => {
+            sqlx::query(
+                "INSERT INTO workspace_members (workspace_id, user_id, role, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(role.as_str())
+            .bind(at)
+            .execute(conn)
+            .await?;
+        }
+        WorkspaceEvent::MemberRoleChanged { user_id, role, .. } => {
+            sqlx::query(
+                "UPDATE workspace_members SET role = $3, updated_at = $4 WHERE workspace_id = $1 AND user_id = $2",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(role.as_str())
+            .bind(at)
+            .execute(conn)
+            .await?;
+        }
+        WorkspaceEvent::MemberRemoved { user_id, .. } => {
+            sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .execute(conn)
+                .await?;
+        }
+    }
+    Ok(())
+}

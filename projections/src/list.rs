@@ -1,0 +1,336 @@
+//! The list machinery every collection endpoint shares: pagination, exact filters,
+//! time ranges, full-text search, multi-field sort and sparse fields, compiled to one
+//! SQL query over a read model.
+//!
+//! Each collection declares a [`ListSpec`]; [`ListRequest::parse`] turns query pairs into
+//! a request checked against it (unknown parameters, sort fields and fields are errors,
+//! never ignored) and [`fetch`] runs it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+/// Default and largest page sizes.
+pub const DEFAULT_PER_PAGE: u32 = 25;
+pub const MAX_PER_PAGE: u32 = 100;
+
+/// A column a list can sort or filter on.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    /// Name in the query string and in the JSON item.
+    pub name: &'static str,
+    /// SQL expression.
+    pub sql: &'static str,
+}
+
+/// What one collection supports.
+#[derive(Debug)]
+pub struct ListSpec {
+    /// `FROM` clause, with aliases and joins.
+    pub from: &'static str,
+    /// A `jsonb` expression for one item.
+    pub item: &'static str,
+    /// Unique column, the final tie-breaker so pages are stable.
+    pub id: &'static str,
+    pub sortable: &'static [Column],
+    /// Exact-match filters, e.g. `status`.
+    pub filters: &'static [Column],
+    pub created_at: Option<&'static str>,
+    pub updated_at: Option<&'static str>,
+    /// A `tsvector` expression `search` matches against.
+    pub search: Option<&'static str>,
+    /// The keys an item has (what `fields` may name).
+    pub fields: &'static [&'static str],
+    /// Relations `include` may name.
+    pub includes: &'static [&'static str],
+    /// Sort when none is given, e.g. `-created_at`.
+    pub default_sort: &'static str,
+}
+
+/// One sort key.
+#[derive(Debug, Clone)]
+pub struct SortKey {
+    pub column: Column,
+    pub descending: bool,
+}
+
+/// A list request, checked against its [`ListSpec`].
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    pub page: u32,
+    pub per_page: u32,
+    pub sort: Vec<SortKey>,
+    pub fields: Option<Vec<String>>,
+    pub include: Vec<String>,
+    pub search: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub updated_after: Option<DateTime<Utc>>,
+    pub updated_before: Option<DateTime<Utc>>,
+    pub filters: Vec<(Column, String)>,
+}
+
+/// One page of items.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Value>,
+    pub total: i64,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("`{name}` must be an RFC 3339 timestamp, e.g. 2026-01-15T10:30:00Z."))
+}
+
+fn parse_sort(spec: &ListSpec, value: &str) -> Result<Vec<SortKey>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|key| {
+            let (descending, name) = match key.strip_prefix('-') {
+                Some(name) => (true, name),
+                None => (false, key.strip_prefix('+').unwrap_or(key)),
+            };
+            let column = spec
+                .sortable
+                .iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| {
+                    let allowed: Vec<_> = spec.sortable.iter().map(|c| c.name).collect();
+                    format!(
+                        "Cannot sort by `{name}`; sortable fields: {}.",
+                        allowed.join(", ")
+                    )
+                })?;
+            Ok(SortKey {
+                column: *column,
+                descending,
+            })
+        })
+        .collect()
+}
+
+fn parse_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl ListRequest {
+    /// Parses query pairs. `passthrough` names parameters the caller handles itself
+    /// (e.g. `workspaceId`); anything else unknown is an error message for a 400.
+    pub fn parse(
+        spec: &ListSpec,
+        pairs: &[(String, String)],
+        passthrough: &[&str],
+    ) -> Result<Self, String> {
+        let mut request = ListRequest {
+            page: 1,
+            per_page: DEFAULT_PER_PAGE,
+            sort: parse_sort(spec, spec.default_sort)?,
+            fields: None,
+            include: Vec::new(),
+            search: None,
+            created_after: None,
+            created_before: None,
+            updated_after: None,
+            updated_before: None,
+            filters: Vec::new(),
+        };
+        let number = |name: &str, value: &str, max: u32| -> Result<u32, String> {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| format!("`{name}` must be an integer from 1 to {max}."))
+        };
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in pairs {
+            if !seen.insert(name.as_str()) {
+                return Err(format!("`{name}` is given more than once."));
+            }
+            match name.as_str() {
+                "page" => request.page = number(name, value, 1_000_000)?,
+                "per_page" | "limit" => {
+                    if seen.contains("per_page") && seen.contains("limit") {
+                        return Err("Give `per_page` or its alias `limit`, not both.".into());
+                    }
+                    request.per_page = number(name, value, MAX_PER_PAGE)?;
+                }
+                "sort" => {
+                    request.sort = parse_sort(spec, value)?;
+                    if request.sort.is_empty() {
+                        return Err("`sort` names no field.".into());
+                    }
+                }
+                "fields" => {
+                    let fields = parse_list(value);
+                    if let Some(bad) = fields.iter().find(|f| !spec.fields.contains(&f.as_str())) {
+                        return Err(format!(
+                            "Unknown field `{bad}`; fields: {}.",
+                            spec.fields.join(", ")
+                        ));
+                    }
+                    if fields.is_empty() {
+                        return Err("`fields` names no field.".into());
+                    }
+                    request.fields = Some(fields);
+                }
+                "include" => {
+                    let include = parse_list(value);
+                    if let Some(bad) = include
+                        .iter()
+                        .find(|i| !spec.includes.contains(&i.as_str()))
+                    {
+                        return Err(if spec.includes.is_empty() {
+                            format!("Cannot include `{bad}`; this collection has no relations to include.")
+                        } else {
+                            format!(
+                                "Cannot include `{bad}`; relations: {}.",
+                                spec.includes.join(", ")
+                            )
+                        });
+                    }
+                    request.include = include;
+                }
+                "search" if spec.search.is_some() => {
+                    let search = value.trim();
+                    if search.chars().count() > 200 {
+                        return Err("`search` may not be longer than 200 characters.".into());
+                    }
+                    request.search = (!search.is_empty()).then(|| search.to_string());
+                }
+                "created_after" if spec.created_at.is_some() => {
+                    request.created_after = Some(parse_time(name, value)?)
+                }
+                "created_before" if spec.created_at.is_some() => {
+                    request.created_before = Some(parse_time(name, value)?)
+                }
+                "updated_after" if spec.updated_at.is_some() => {
+                    request.updated_after = Some(parse_time(name, value)?)
+                }
+                "updated_before" if spec.updated_at.is_some() => {
+                    request.updated_before = Some(parse_time(name, value)?)
+                }
+                other if passthrough.contains(&other) => {}
+                other => match spec.filters.iter().find(|c| c.name == other) {
+                    Some(column) => request.filters.push((*column, value.clone())),
+                    None => return Err(format!("Unknown query parameter `{other}`.")),
+                },
+            }
+        }
+        Ok(request)
+    }
+}
+
+fn push_conditions<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    spec: &ListSpec,
+    request: &'a ListRequest,
+    scope: &'a [(&'static str, String)],
+) {
+    qb.push(" WHERE TRUE");
+    for (column, value) in scope {
+        qb.push(format_args!(" AND {column} = ")).push_bind(value);
+    }
+    for (column, value) in &request.filters {
+        qb.push(format_args!(" AND {}::text = ", column.sql))
+            .push_bind(value);
+    }
+    let ranges = [
+        (spec.created_at, request.created_after, ">"),
+        (spec.created_at, request.created_before, "<"),
+        (spec.updated_at, request.updated_after, ">"),
+        (spec.updated_at, request.updated_before, "<"),
+    ];
+    for (column, bound, op) in ranges {
+        if let (Some(column), Some(bound)) = (column, bound) {
+            qb.push(format_args!(" AND {column} {op} "))
+                .push_bind(bound);
+        }
+    }
+    if let (Some(search), Some(query)) = (spec.search, &request.search) {
+        qb.push(format_args!(
+            " AND {search} @@ websearch_to_tsquery('simple', "
+        ))
+        .push_bind(query)
+        .push(")");
+    }
+}
+
+/// Runs a list request. `scope` adds `column = value` conditions the client cannot
+/// change (the workspace, the member).
+pub async fn fetch(
+    pool: &PgPool,
+    spec: &ListSpec,
+    request: &ListRequest,
+    scope: &[(&'static str, String)],
+) -> Result<Page, sqlx::Error> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {} AS item, count(*) OVER () AS total FROM {}",
+        spec.item, spec.from
+    ));
+    push_conditions(&mut qb, spec, request, scope);
+    qb.push(" ORDER BY ");
+    for key in &request.sort {
+        let direction = if key.descending { "DESC" } else { "ASC" };
+        qb.push(format_args!("{} {direction} NULLS LAST, ", key.column.sql));
+    }
+    qb.push(format_args!("{} ASC", spec.id));
+    qb.push(" LIMIT ")
+        .push_bind(i64::from(request.per_page))
+        .push(" OFFSET ")
+        .push_bind(i64::from(request.page - 1) * i64::from(request.per_page));
+    let rows = qb.build().fetch_all(pool).await?;
+    let total = match rows.first() {
+        Some(row) => row.try_get::<i64, _>("total")?,
+        None if request.page > 1 => {
+            let mut count = QueryBuilder::new(format!("SELECT count(*) FROM {}", spec.from));
+            push_conditions(&mut count, spec, request, scope);
+            count.build_query_scalar::<i64>().fetch_one(pool).await?
+        }
+        None => 0,
+    };
+    let mut items = rows
+        .iter()
+        .map(|row| row.try_get::<Value, _>("item"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(fields) = &request.fields {
+        for item in &mut items {
+            if let Value::Object(map) = item {
+                map.retain(|key, _| fields.iter().any(|f| f == key));
+            }
+        }
+    }
+    Ok(Page {
+        items,
+        total,
+        page: request.page,
+        per_page: request.per_page,
+    })
+}
+
+impl Page {
+    /// Number of the last page (at least 1).
+    pub fn last_page(&self) -> u32 {
+        let pages = (self.total.max(0) as u64).div_ceil(u64::from(self.per_page.max(1)));
+        pages.max(1) as u32
+    }
+
+    /// 1-based index of the first item on this page, `None` when the page is empty.
+    pub fn from(&self) -> Option<u64> {
+        (!self.items.is_empty()).then(|| u64::from(self.page - 1) * u64::from(self.per_page) + 1)
+    }
+
+    /// 1-based index of the last item on this page.
+    pub fn to(&self) -> Option<u64> {
+        self.from().map(|from| from + self.items.len() as u64 - 1)
+    }
+}

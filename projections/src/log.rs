@@ -1,0 +1,125 @@
+//! The event log as subscribers see it.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::{Aggregate, EventEnvelope};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::position::Position;
+use crate::subscription::ProjectionError;
+
+/// One row of the `events` table, with its place in the log order.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub position: Position,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    /// Decodes the payload as aggregate `A`'s event, the way cqrs-es does on load.
+    pub fn decode<A: Aggregate>(&self) -> Result<EventEnvelope<A>, ProjectionError> {
+        let serialized = SerializedEvent::new(
+            self.aggregate_id.clone(),
+            usize::try_from(self.sequence).unwrap_or_default(),
+            self.aggregate_type.clone(),
+            self.event_type.clone(),
+            self.event_version.clone(),
+            self.payload.clone(),
+            self.metadata.clone(),
+        );
+        EventEnvelope::try_from(serialized).map_err(|e| {
+            ProjectionError::Decode(format!(
+                "{} {}#{} ({}): {e}",
+                self.event_type, self.aggregate_id, self.sequence, self.position
+            ))
+        })
+    }
+
+    /// A metadata value (`actor_type`, `actor_id`, `request_id`, ...).
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+
+    /// `{type, id}` of the actor, as read models show `created_by`.
+    pub fn actor_json(&self) -> Value {
+        serde_json::json!({
+            "type": self.meta("actor_type").unwrap_or("system"),
+            "id": self.meta("actor_id").unwrap_or("system"),
+        })
+    }
+
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, ProjectionError> {
+        let transaction_id: String = row.try_get("transaction_id")?;
+        Ok(Self {
+            position: Position::from_db(&transaction_id, row.try_get("global_position")?)
+                .map_err(ProjectionError::Decode)?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+            recorded_at: row.try_get("recorded_at")?,
+        })
+    }
+}
+
+/// The next events after `after` that no running transaction can still precede.
+///
+/// Only rows of transactions older than the oldest one still in progress are returned,
+/// so a transaction that allocated an earlier position but commits later is never
+/// skipped: its events, and every event after them, wait until it ends.
+pub async fn read_after(
+    conn: &mut PgConnection,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT transaction_id::text AS transaction_id, global_position, aggregate_type,
+                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at
+           FROM events
+          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY transaction_id, global_position
+          LIMIT $3",
+    )
+    .bind(after.transaction_text())
+    .bind(after.global_position)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// The position of an aggregate's latest event, for read-your-writes waits.
+pub async fn position_of_latest(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<(Position, i64)>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT transaction_id::text AS transaction_id, global_position, sequence
+           FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
+          ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        let tx: String = row.try_get("transaction_id")?;
+        let position = Position::from_db(&tx, row.try_get("global_position")?)
+            .map_err(ProjectionError::Decode)?;
+        Ok((position, row.try_get("sequence")?))
+    })
+    .transpose()
+}

@@ -1,0 +1,559 @@
+//! Durable, ordered subscriptions to the event log.
+//!
+//! A subscription applies the log to one read model in batches. Each batch is one
+//! transaction: take the subscriber's lock, read the checkpoint, read the next events
+//! past the horizon ([`crate::log::read_after`]), apply them, advance the checkpoint,
+//! notify, commit. A crash anywhere rolls the whole batch back, so nothing is lost and
+//! nothing is applied twice.
+//!
+//! One active consumer per subscriber, across processes: the batch takes a
+//! transaction-scoped advisory lock (`pg_try_advisory_xact_lock`). A process that does
+//! not get it follows the checkpoint instead (standby), which keeps its read-your-writes
+//! waits working. An advisory lock rather than `SELECT … FOR UPDATE` on the checkpoint
+//! row, because a row lock assigns the batch a transaction id *before* the horizon query
+//! runs, and the batch would then hold back its own horizon.
+//!
+//! Wake-ups come from `LISTEN events_appended` and `LISTEN subscription_progress`, with a
+//! timed poll as fallback, since notifications are lost while a listener reconnects.
+//! Errors are never swallowed: the batch rolls back and is retried with exponential
+//! backoff; a subscriber that keeps failing reports itself stuck in its status (read by
+//! `/readyz` and `/metrics`) instead of skipping the event.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::log::{self, StoredEvent};
+use crate::position::Position;
+
+/// Channel the events table's trigger notifies on every append.
+pub const EVENTS_CHANNEL: &str = "events_appended";
+/// Channel a batch notifies on when it advances a checkpoint (payload: subscriber name).
+pub const PROGRESS_CHANNEL: &str = "subscription_progress";
+
+/// A read model fed by the event log.
+pub trait Projection: Send + Sync + 'static {
+    /// The subscriber's name: its checkpoint row and what handlers wait on.
+    fn name(&self) -> &'static str;
+
+    /// Applies one event inside the batch's transaction. Events the read model does not
+    /// care about are ignored; an error rolls back the whole batch.
+    fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+}
+
+/// Why a batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("cannot decode event: {0}")]
+    Decode(String),
+}
+
+/// Tunables of every subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionConfig {
+    /// Events per batch transaction.
+    pub batch_size: i64,
+    /// Poll even without a notification this often.
+    pub poll_interval: Duration,
+    /// Upper bound of the retry backoff.
+    pub max_backoff: Duration,
+    /// Consecutive failures after which the subscriber reports itself stuck.
+    pub stuck_after: u32,
+}
+
+impl Default for SubscriptionConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            stuck_after: 3,
+        }
+    }
+}
+
+/// What a subscriber is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriberState {
+    Starting,
+    /// Holds the lock and applies events.
+    Active,
+    /// Another process holds the lock; this one follows the checkpoint.
+    Standby,
+    /// The last batch failed; it is being retried with backoff.
+    Failing,
+}
+
+/// A subscriber's health, for `/readyz`, `/metrics` and tests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriptionStatus {
+    pub name: &'static str,
+    pub state: SubscriberState,
+    pub transaction_id: u64,
+    pub global_position: i64,
+    pub events_applied: u64,
+    pub consecutive_failures: u32,
+    pub failures_total: u64,
+    pub stuck: bool,
+    pub last_error: Option<String>,
+    pub last_applied_at: Option<DateTime<Utc>>,
+}
+
+/// Projection lag (append to applied) histogram, milliseconds.
+#[derive(Debug)]
+pub struct LagHistogram {
+    counts: [AtomicU64; LAG_BUCKETS_MS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// Upper bounds of the lag buckets, in milliseconds.
+pub const LAG_BUCKETS_MS: [f64; 20] = [
+    1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 250.0, 500.0,
+    1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+];
+
+impl Default for LagHistogram {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LagHistogram {
+    fn record(&self, lag_ms: f64) {
+        let bucket = LAG_BUCKETS_MS
+            .iter()
+            .position(|upper| lag_ms <= *upper)
+            .unwrap_or(LAG_BUCKETS_MS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((lag_ms.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (the last is `+Inf`) and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, f64) {
+        let mut total = 0;
+        let cumulative = self
+            .counts
+            .iter()
+            .map(|c| {
+                total += c.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        (
+            cumulative,
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (e.g. 0.99), in ms.
+    pub fn quantile_upper_bound(&self, q: f64) -> Option<f64> {
+        let (cumulative, _) = self.snapshot();
+        let total = *cumulative.last()?;
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil() as u64;
+        let bucket = cumulative.iter().position(|c| *c >= rank)?;
+        Some(LAG_BUCKETS_MS.get(bucket).copied().unwrap_or(f64::INFINITY))
+    }
+}
+
+struct Entry {
+    position: watch::Sender<Position>,
+    status: Mutex<SubscriptionStatus>,
+    lag: LagHistogram,
+}
+
+impl Entry {
+    fn update(&self, f: impl FnOnce(&mut SubscriptionStatus)) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut status);
+    }
+}
+
+struct Inner {
+    pool: PgPool,
+    config: SubscriptionConfig,
+    wake: watch::Sender<u64>,
+    shutdown: watch::Receiver<bool>,
+    entries: RwLock<HashMap<&'static str, Arc<Entry>>>,
+}
+
+/// The set of subscriptions of one process, and the way handlers wait on them.
+#[derive(Clone)]
+pub struct Subscriptions {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriptions").finish_non_exhaustive()
+    }
+}
+
+/// How a batch ended.
+enum Batch {
+    Applied { count: usize, position: Position },
+    Standby(Position),
+}
+
+impl Subscriptions {
+    /// `shutdown` turning true stops every loop after its current batch.
+    pub fn new(pool: PgPool, config: SubscriptionConfig, shutdown: watch::Receiver<bool>) -> Self {
+        let (wake, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                wake,
+                shutdown,
+                entries: RwLock::default(),
+            }),
+        }
+    }
+
+    /// Wakes every subscription now (as a notification would).
+    pub fn wake(&self) {
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Starts the `LISTEN` task that wakes subscriptions on appends and progress.
+    pub fn spawn_listener(&self) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move { this.listen().await })
+    }
+
+    async fn listen(self) {
+        let mut shutdown = self.inner.shutdown.clone();
+        loop {
+            let result = async {
+                let mut listener = PgListener::connect_with(&self.inner.pool).await?;
+                listener
+                    .listen_all([EVENTS_CHANNEL, PROGRESS_CHANNEL])
+                    .await?;
+                // Anything appended while we were not listening: look now.
+                self.wake();
+                loop {
+                    listener.recv().await?;
+                    self.wake();
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sqlx::Error>(())
+            };
+            tokio::select! {
+                result = result => {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "event listener lost its connection; polling until it is back");
+                    }
+                }
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// Runs `projection` as an active subscriber (it applies events when it holds the lock).
+    pub fn spawn<P: Projection>(&self, projection: P) -> JoinHandle<()> {
+        self.start(projection.name(), Some(Arc::new(projection)))
+    }
+
+    /// Follows the checkpoint of a subscriber that another process runs, so that
+    /// read-your-writes waits work on API-only nodes.
+    pub fn follow(&self, name: &'static str) -> JoinHandle<()> {
+        self.start::<NoProjection>(name, None)
+    }
+
+    fn start<P: Projection>(
+        &self,
+        name: &'static str,
+        projection: Option<Arc<P>>,
+    ) -> JoinHandle<()> {
+        let entry = Arc::new(Entry {
+            position: watch::channel(Position::ZERO).0,
+            status: Mutex::new(SubscriptionStatus {
+                name,
+                state: SubscriberState::Starting,
+                transaction_id: 0,
+                global_position: 0,
+                events_applied: 0,
+                consecutive_failures: 0,
+                failures_total: 0,
+                stuck: false,
+                last_error: None,
+                last_applied_at: None,
+            }),
+            lag: LagHistogram::default(),
+        });
+        self.inner
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, entry.clone());
+        let this = self.clone();
+        tokio::spawn(async move { this.run(name, projection, entry).await })
+    }
+
+    #[tracing::instrument(name = "subscription", skip_all, fields(subscriber = name))]
+    async fn run<P: Projection>(
+        self,
+        name: &'static str,
+        projection: Option<Arc<P>>,
+        entry: Arc<Entry>,
+    ) {
+        let config = &self.inner.config;
+        let mut wake = self.inner.wake.subscribe();
+        let mut shutdown = self.inner.shutdown.clone();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            wake.mark_unchanged();
+            let started = Instant::now();
+            match self.batch(name, projection.as_deref(), &entry).await {
+                Ok(batch) => {
+                    backoff = Duration::from_millis(100);
+                    let (state, position, count) = match batch {
+                        Batch::Applied { count, position } => {
+                            (SubscriberState::Active, position, count)
+                        }
+                        Batch::Standby(position) => (SubscriberState::Standby, position, 0),
+                    };
+                    entry.update(|s| {
+                        s.state = state;
+                        s.transaction_id = position.transaction_id;
+                        s.global_position = position.global_position;
+                        s.events_applied += count as u64;
+                        s.consecutive_failures = 0;
+                        s.stuck = false;
+                        if count > 0 {
+                            s.last_applied_at = Some(Utc::now());
+                        }
+                    });
+                    entry.position.send_if_modified(|p| {
+                        let advanced = position > *p;
+                        if advanced {
+                            *p = position;
+                        }
+                        advanced
+                    });
+                    if count > 0 {
+                        tracing::trace!(count, %position, elapsed = ?started.elapsed(), "batch applied");
+                    }
+                    if count as i64 >= config.batch_size {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = wake.changed() => {}
+                        _ = tokio::time::sleep(config.poll_interval) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(error) => {
+                    let mut stuck = false;
+                    entry.update(|s| {
+                        s.state = SubscriberState::Failing;
+                        s.consecutive_failures += 1;
+                        s.failures_total += 1;
+                        s.stuck = s.consecutive_failures >= config.stuck_after;
+                        s.last_error = Some(error.to_string());
+                        stuck = s.stuck;
+                    });
+                    if stuck {
+                        tracing::error!(%error, retry_in = ?backoff, "subscriber is stuck; retrying");
+                    } else {
+                        tracing::warn!(%error, retry_in = ?backoff, "batch failed and was rolled back; retrying");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+            }
+        }
+    }
+
+    async fn batch<P: Projection>(
+        &self,
+        name: &'static str,
+        projection: Option<&P>,
+        entry: &Entry,
+    ) -> Result<Batch, ProjectionError> {
+        let mut tx = self.inner.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        let locked = match projection {
+            Some(_) => sqlx::query_scalar::<_, bool>(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended('pulsar.subscription.' || $1, 0))",
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?,
+            None => false,
+        };
+        let row = sqlx::query(
+            "SELECT last_transaction_id::text AS tx, last_global_position AS pos
+               FROM subscription_checkpoints WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let checkpoint = Position::from_db(row.try_get("tx")?, row.try_get("pos")?)
+            .map_err(ProjectionError::Decode)?;
+        let Some(projection) = projection.filter(|_| locked) else {
+            tx.rollback().await?;
+            return Ok(Batch::Standby(checkpoint));
+        };
+        let events = log::read_after(&mut tx, checkpoint, self.inner.config.batch_size).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            tx.rollback().await?;
+            return Ok(Batch::Applied {
+                count: 0,
+                position: checkpoint,
+            });
+        };
+        for event in &events {
+            projection.apply(&mut tx, event).await.map_err(|error| {
+                tracing::error!(
+                    %error,
+                    position = %event.position,
+                    event_type = %event.event_type,
+                    aggregate_id = %event.aggregate_id,
+                    "projection failed on event"
+                );
+                error
+            })?;
+        }
+        sqlx::query(
+            "UPDATE subscription_checkpoints
+                SET last_transaction_id = $2::text::xid8, last_global_position = $3, updated_at = now()
+              WHERE name = $1",
+        )
+        .bind(name)
+        .bind(last.transaction_text())
+        .bind(last.global_position)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(PROGRESS_CHANNEL)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let now = Utc::now();
+        for event in &events {
+            let lag = (now - event.recorded_at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX);
+            entry.lag.record(lag as f64 / 1000.0);
+        }
+        Ok(Batch::Applied {
+            count: events.len(),
+            position: last,
+        })
+    }
+
+    /// Waits until every named subscriber has applied the log up to `position`, or the
+    /// timeout passes. Returns whether they all got there. Woken by the subscribers, not
+    /// by sleeping.
+    pub async fn wait_for(&self, names: &[&str], position: Position, timeout: Duration) -> bool {
+        let receivers: Vec<watch::Receiver<Position>> = {
+            let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
+            names
+                .iter()
+                .filter_map(|n| entries.get(n).map(|e| e.position.subscribe()))
+                .collect()
+        };
+        if receivers.len() != names.len() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        for mut rx in receivers {
+            let reached = tokio::time::timeout_at(deadline, rx.wait_for(|p| *p >= position)).await;
+            if !matches!(reached, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Every subscriber's status, sorted by name.
+    pub fn statuses(&self) -> Vec<SubscriptionStatus> {
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
+        let mut statuses: Vec<_> = entries
+            .values()
+            .map(|e| e.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        statuses.sort_by_key(|s| s.name);
+        statuses
+    }
+
+    /// Runs `f` with a subscriber's lag histogram.
+    pub fn with_lag<R>(&self, name: &str, f: impl FnOnce(&LagHistogram) -> R) -> Option<R> {
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(name).map(|e| f(&e.lag))
+    }
+
+    /// Names of the registered subscribers.
+    pub fn names(&self) -> Vec<&'static str> {
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<_> = entries.keys().copied().collect();
+        names.sort();
+        names
+    }
+
+    /// The log's head as the subscriptions would see it now (for lag in `/readyz`).
+    pub async fn head(&self) -> Result<Position, ProjectionError> {
+        let row = sqlx::query(
+            "SELECT transaction_id::text AS tx, global_position AS pos FROM events
+              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Position::ZERO);
+        };
+        Position::from_db(row.try_get("tx")?, row.try_get("pos")?).map_err(ProjectionError::Decode)
+    }
+}
+
+/// Stand-in type for followers, which never apply anything.
+struct NoProjection;
+
+impl Projection for NoProjection {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    async fn apply(&self, _: &mut PgConnection, _: &StoredEvent) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+}
