@@ -1,5 +1,10 @@
 -- 0002: identity. Write-side tables that events must not carry, and the identity read models.
 
+-- Timestamps in API responses: RFC 3339, UTC, millisecond precision.
+CREATE FUNCTION rfc3339(t timestamptz) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+$$;
+
 -- Uniqueness that an event-sourced write side cannot check by itself (emails, slugs):
 -- a claim is inserted before the command runs and released if the command fails.
 CREATE TABLE unique_claims

@@ -1,5 +1,6 @@
 //! The `identity` projection: `users`, `workspaces` and `workspace_members`.
 
+use chrono::SubsecRound;
 use cqrs_es::Aggregate;
 use pulsar_domain::user::{User, UserEvent};
 use pulsar_domain::workspace::{Workspace, WorkspaceEvent};
@@ -35,6 +36,7 @@ impl Projection for IdentityProjection {
 
 async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
     let envelope = event.decode::<User>()?;
+    let at = event.recorded_at.trunc_subsecs(3);
     match envelope.payload {
         UserEvent::UserRegistered { email, name } => {
             sqlx::query(
@@ -43,7 +45,7 @@ async fn apply_user(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), 
             .bind(&event.aggregate_id)
             .bind(email)
             .bind(name)
-            .bind(event.recorded_at)
+            .bind(at)
             .execute(conn)
             .await?;
         }
@@ -56,7 +58,9 @@ async fn apply_workspace(
     event: &StoredEvent,
 ) -> Result<(), ProjectionError> {
     let id = &event.aggregate_id;
-    let at = event.recorded_at;
+    // API timestamps have millisecond precision; store them so, so that filtering by a
+    // timestamp the API returned is exact.
+    let at = event.recorded_at.trunc_subsecs(3);
     let envelope = event.decode::<Workspace>()?;
     match envelope.payload {
         WorkspaceEvent::WorkspaceCreated {

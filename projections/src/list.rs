@@ -334,3 +334,27 @@ impl Page {
         self.from().map(|from| from + self.items.len() as u64 - 1)
     }
 }
+
+impl ListRequest {
+    /// A request for one item (the first of the default sort), for single-resource reads
+    /// that reuse a collection's item shape.
+    pub fn single(spec: &ListSpec) -> Result<Self, String> {
+        let mut request = Self::parse(spec, &[], &[])?;
+        request.per_page = 1;
+        Ok(request)
+    }
+}
+
+/// One item by scope conditions (typically the id and the tenant), `None` when absent.
+pub async fn fetch_one(
+    pool: &PgPool,
+    spec: &ListSpec,
+    scope: &[(&'static str, String)],
+) -> Result<Option<Value>, sqlx::Error> {
+    let request = ListRequest::single(spec).map_err(sqlx::Error::Protocol)?;
+    Ok(fetch(pool, spec, &request, scope)
+        .await?
+        .items
+        .into_iter()
+        .next())
+}

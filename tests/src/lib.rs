@@ -1,1 +1,237 @@
+//! The test harness: a throwaway PostgreSQL per test process (or the server named by
+//! `DATABASE_URL`), a fresh database per test cloned from a migrated template, and
+//! helpers to drive the real router or the real binary.
+//!
+//! Layout:
+//! - [`database`]: the cluster, templates and per-test databases.
+//! - [`TestApp`]: the real router and runtime on one test database, driven in process.
+//! - [`Response`]: a decoded response with assertion helpers.
 
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use http_body_util::BodyExt;
+use pulsar_api::runtime::{Role, Runtime};
+use pulsar_api::Config;
+use pulsar_projections::subscription::SubscriptionConfig;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+pub mod database;
+
+pub use database::TestDb;
+
+/// Subscription tunables for tests: small polls so fallbacks are quick.
+pub fn fast_subscriptions() -> SubscriptionConfig {
+    SubscriptionConfig {
+        batch_size: 500,
+        poll_interval: Duration::from_millis(200),
+        max_backoff: Duration::from_millis(400),
+        stuck_after: 3,
+    }
+}
+
+/// The configuration tests start from.
+pub fn test_config() -> Config {
+    Config {
+        max_body_bytes: 64 * 1024,
+        db_pool_size: 10,
+        ..Config::default()
+    }
+}
+
+/// The real application on its own database.
+pub struct TestApp {
+    pub db: TestDb,
+    pub router: axum::Router,
+    pub runtime: Runtime,
+}
+
+/// A decoded response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        self
+    }
+
+    /// Asserts an error envelope with this status and code.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> &Self {
+        self.expect(status);
+        assert_eq!(self.body["error"], code, "body: {}", self.text);
+        assert!(self.body["message"].is_string(), "body: {}", self.text);
+        assert_eq!(
+            self.body["request_id"].as_str(),
+            self.header("x-request-id"),
+            "request_id must equal the X-Request-ID header"
+        );
+        self
+    }
+}
+
+/// A signed-up user with a session and their own workspace.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub email: String,
+    pub token: String,
+    pub user_id: String,
+    pub workspace_id: String,
+}
+
+impl User {
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> TestApp {
+        let db = TestDb::new().await;
+        let runtime = Runtime::start_with(config, db.pool.clone(), Role::All, fast_subscriptions())
+            .await
+            .expect("runtime starts");
+        let router = pulsar_api::app(runtime.state.clone());
+        TestApp {
+            db,
+            router,
+            runtime,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.db.pool
+    }
+
+    /// Sends a raw request through the real router.
+    pub async fn send(&self, request: Request<Body>) -> Response {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Response {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// A JSON request with optional bearer token and extra headers.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut builder = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).expect("method"))
+            .uri(path);
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let body = match body {
+            Some(body) => {
+                builder = builder.header("content-type", "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(builder.body(body).expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, user: &User) -> Response {
+        self.call("GET", path, Some(&user.token), None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, user: &User, body: Value) -> Response {
+        self.call("POST", path, Some(&user.token), Some(body), &[])
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, user: &User, body: Value) -> Response {
+        self.call("PATCH", path, Some(&user.token), Some(body), &[])
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, user: &User) -> Response {
+        self.call("DELETE", path, Some(&user.token), None, &[])
+            .await
+    }
+
+    /// Signs up `email` with a workspace called `workspace`.
+    pub async fn signup(&self, email: &str, workspace: &str) -> User {
+        let response = self
+            .call(
+                "POST",
+                "/api/v1/auth/signup",
+                None,
+                Some(json!({
+                    "email": email,
+                    "password": "correct horse battery staple",
+                    "name": "Test User",
+                    "workspace_name": workspace,
+                })),
+                &[],
+            )
+            .await;
+        response.expect(201);
+        User {
+            email: email.to_string(),
+            token: response.body["token"].as_str().expect("token").to_string(),
+            user_id: response.body["principal"]["id"]
+                .as_str()
+                .expect("principal id")
+                .to_string(),
+            workspace_id: response.body["primaryWorkspace"]["id"]
+                .as_str()
+                .expect("workspace id")
+                .to_string(),
+        }
+    }
+
+    /// Stops the background tasks.
+    pub async fn stop(self) {
+        self.runtime.stop().await;
+    }
+}

@@ -1,0 +1,49 @@
+//! The router: every route, layer and the OpenAPI document, separate from `main` so tests
+//! drive the real thing.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::middleware::{self, not_found, tag_route};
+use crate::openapi::ApiDoc;
+use crate::routes;
+use crate::state::AppState;
+
+/// The OpenAPI document and the `/api/v1` routes it describes.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::auth::router())
+        .merge(routes::workspaces::router())
+        .split_for_parts()
+}
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    let (api, mut openapi) = api();
+    openapi.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let openapi_json = serde_json::to_string_pretty(&openapi).unwrap_or_default();
+    let api = api.route(
+        "/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi_json) }),
+    );
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(routes::ops::router())
+        .route(
+            "/docs",
+            get(|| async { Html(include_str!("docs.html")).into_response() }),
+        )
+        .fallback(not_found)
+        .route_layer(axum::middleware::from_fn(tag_route))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_context,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,170 @@
+//! Executing commands: cqrs-es over postgres-es, with aggregate-conflict retries and
+//! read-your-writes.
+//!
+//! This mirrors `CqrsFramework::execute_with_metadata` (load, handle, commit) but keeps
+//! the committed events, because the caller needs their place in the log to wait for
+//! the read models, and the aggregate's version for `ETag`s. No cqrs-es `Query` runs
+//! here: read models are fed only by the ordered subscriptions.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use pulsar_domain::{DomainError, EventMetadata};
+use pulsar_projections::{log, Position, Subscriptions};
+use sqlx::PgPool;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// How many times a command is retried after losing an aggregate conflict.
+const CONFLICT_ATTEMPTS: usize = 4;
+
+/// The outcome of a committed command.
+#[derive(Debug)]
+pub struct Committed<A: Aggregate> {
+    /// The events this command appended (empty when it changed nothing).
+    pub events: Vec<EventEnvelope<A>>,
+    /// The aggregate's version (its last sequence) after the command.
+    pub version: i64,
+    /// Where the aggregate's last event sits in the log.
+    pub position: Position,
+    /// Whether the read models had caught up when the call returned.
+    pub consistent: bool,
+}
+
+/// Runs commands. Cheap to clone.
+#[derive(Clone)]
+pub struct Commands {
+    pool: PgPool,
+    subscriptions: Subscriptions,
+    consistency_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commands").finish_non_exhaustive()
+    }
+}
+
+impl Commands {
+    pub fn new(
+        pool: PgPool,
+        subscriptions: Subscriptions,
+        consistency_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            pool,
+            subscriptions,
+            consistency_timeout,
+            metrics,
+        }
+    }
+
+    /// Executes `command` on aggregate `A` with id `id`, retrying aggregate conflicts,
+    /// then waits until the read models named in `read_models` have applied it.
+    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, id = %id))]
+    pub async fn execute<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        read_models: &[&str],
+    ) -> Result<Committed<A>>
+    where
+        A: Aggregate<Error = DomainError, Services = ()>,
+        A::Command: Clone,
+    {
+        let store: PersistedEventStore<PostgresEventRepository, A> =
+            PersistedEventStore::new_event_store(PostgresEventRepository::new(self.pool.clone()));
+        let mut attempt = 1;
+        let events = loop {
+            match Self::attempt(&store, id, command.clone(), metadata).await {
+                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_ATTEMPTS => {
+                    self.metrics
+                        .command_conflicts_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(attempt, "aggregate conflict; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2 * attempt as u64)).await;
+                }
+                result => break result?,
+            }
+        };
+        self.metrics.commands_total.fetch_add(1, Ordering::Relaxed);
+        let (position, version) = log::position_of_latest(&self.pool, A::TYPE, id)
+            .await?
+            .unwrap_or((Position::ZERO, 0));
+        let consistent = if events.is_empty() {
+            true
+        } else {
+            self.wait_for(read_models, position).await
+        };
+        Ok(Committed {
+            events,
+            version,
+            position,
+            consistent,
+        })
+    }
+
+    async fn attempt<A>(
+        store: &PersistedEventStore<PostgresEventRepository, A>,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<DomainError>>
+    where
+        A: Aggregate<Error = DomainError, Services = ()>,
+    {
+        let mut context = store.load_aggregate(id).await?;
+        let sink = EventSink::default();
+        context
+            .aggregate()
+            .handle(command, &(), &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let events = sink.collect().await;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        store.commit(events, context, metadata.to_map()).await
+    }
+
+    /// Waits (bounded) until the named read models have passed `position`.
+    pub async fn wait_for(&self, read_models: &[&str], position: Position) -> bool {
+        let caught_up = self
+            .subscriptions
+            .wait_for(read_models, position, self.consistency_timeout)
+            .await;
+        if !caught_up {
+            self.metrics
+                .consistency_timeouts_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                %position,
+                ?read_models,
+                "read models did not catch up in time; answering anyway"
+            );
+        }
+        caught_up
+    }
+}
+
+/// Reads an aggregate's current state straight from the event store (for checks that
+/// must not trust an eventually consistent read model).
+pub async fn load<A>(pool: &PgPool, id: &str) -> Result<A>
+where
+    A: Aggregate<Error = DomainError, Services = ()>,
+{
+    let store: PersistedEventStore<PostgresEventRepository, A> =
+        PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+    let mut context = store.load_aggregate(id).await.map_err(Error::from)?;
+    Ok(std::mem::take(context.aggregate()))
+}

@@ -1,0 +1,272 @@
+//! Operator configuration: defaults, then `PULSAR_*` environment variables, then
+//! validation. Nothing else in Pulsar reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Every setting, typed. `pulsar --help` prints [`Config::HELP`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `PULSAR_LISTEN`: address to serve on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// `DATABASE_URL`: PostgreSQL to use; `None` starts the embedded cluster.
+    pub database_url: Option<String>,
+    /// `PULSAR_DATA_DIR`: where the embedded cluster lives.
+    pub data_dir: PathBuf,
+    /// `PULSAR_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `PULSAR_WEBHOOK_ALLOW_CIDRS`: private ranges webhooks may reach.
+    pub webhook_allow_cidrs: Vec<IpNet>,
+    /// `PULSAR_WEBHOOK_ALLOW_HTTP`: allow plain-http endpoint URLs.
+    pub webhook_allow_http: bool,
+    /// `PULSAR_WEBHOOK_RETRY_SCHEDULE`: delays between delivery attempts.
+    pub webhook_retry_schedule: Vec<Duration>,
+    /// `PULSAR_SECRET_KEY`: encrypts webhook secrets at rest; generated into the data
+    /// dir when unset.
+    pub secret_key: Option<String>,
+    /// `PULSAR_ALLOW_SIGNUP`: whether `POST /auth/signup` is open.
+    pub allow_signup: bool,
+    /// `PULSAR_MAX_BODY_BYTES`: largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// `PULSAR_CONSISTENCY_TIMEOUT_MS`: how long a write waits for its read models.
+    pub consistency_timeout: Duration,
+    /// `PULSAR_DB_POOL_SIZE`: PostgreSQL connections per process.
+    pub db_pool_size: u32,
+    /// `PULSAR_READY_MAX_LAG`: events a subscriber may be behind and still be ready.
+    pub ready_max_lag: i64,
+    /// `PULSAR_LOG`: tracing filter, e.g. `info,pulsar_api=debug`.
+    pub log: String,
+    /// `PULSAR_LOG_FORMAT`: `text` or `json`.
+    pub log_json: bool,
+}
+
+/// A setting could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            data_dir: PathBuf::from("./data"),
+            trusted_proxies: Vec::new(),
+            webhook_allow_cidrs: Vec::new(),
+            webhook_allow_http: false,
+            webhook_retry_schedule: [5, 300, 1800, 7200, 18000, 36000, 36000]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            secret_key: None,
+            allow_signup: true,
+            max_body_bytes: 1024 * 1024,
+            consistency_timeout: Duration::from_millis(2000),
+            db_pool_size: 32,
+            ready_max_lag: 10_000,
+            log: "info".into(),
+            log_json: false,
+        }
+    }
+}
+
+fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => return Some(Duration::from_millis(number)),
+        "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        "d" => number * 86400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+fn parse_cidrs(value: &str) -> Result<Vec<IpNet>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))
+        })
+        .collect()
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("`{other}` is not a boolean (true/false)")),
+    }
+}
+
+impl Config {
+    /// The settings list `pulsar --help` prints.
+    pub const HELP: &'static str = "\
+Environment (all optional):
+  PULSAR_LISTEN                   address to serve on [127.0.0.1:8080] (port 0 picks one)
+  DATABASE_URL                    PostgreSQL URL; unset starts an embedded cluster
+  PULSAR_DATA_DIR                 where the embedded cluster lives [./data]
+  PULSAR_TRUSTED_PROXIES          CIDRs whose X-Forwarded-For is believed [none]
+  PULSAR_WEBHOOK_ALLOW_CIDRS      private ranges webhooks may reach [none]
+  PULSAR_WEBHOOK_ALLOW_HTTP       allow plain-http webhook URLs [false]
+  PULSAR_WEBHOOK_RETRY_SCHEDULE   delays between attempts [5s,5m,30m,2h,5h,10h,10h]
+  PULSAR_SECRET_KEY               key encrypting webhook secrets [generated into the data dir]
+  PULSAR_ALLOW_SIGNUP             whether POST /auth/signup is open [true]
+  PULSAR_MAX_BODY_BYTES           largest request body [1048576]
+  PULSAR_CONSISTENCY_TIMEOUT_MS   read-your-writes wait bound [2000]
+  PULSAR_DB_POOL_SIZE             PostgreSQL connections [32]
+  PULSAR_READY_MAX_LAG            events a projection may lag and stay ready [10000]
+  PULSAR_LOG                      log filter [info]
+  PULSAR_LOG_FORMAT               text or json [text]";
+
+    /// Defaults overridden by the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Defaults overridden by `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        let get = |name: &'static str| lookup(name).map(|v| (name, v));
+        let fail = |variable: &'static str, message: String| ConfigError { variable, message };
+        if let Some((name, value)) = get("PULSAR_LISTEN") {
+            let value = if value.starts_with(':') {
+                format!("127.0.0.1{value}")
+            } else {
+                value
+            };
+            config.listen = value.parse().map_err(|_| {
+                fail(
+                    name,
+                    format!("`{value}` is not an address like 127.0.0.1:8080"),
+                )
+            })?;
+        }
+        config.database_url = lookup("DATABASE_URL").filter(|v| !v.trim().is_empty());
+        if let Some((_, value)) = get("PULSAR_DATA_DIR") {
+            config.data_dir = PathBuf::from(value);
+        }
+        if let Some((name, value)) = get("PULSAR_TRUSTED_PROXIES") {
+            config.trusted_proxies = parse_cidrs(&value).map_err(|m| fail(name, m))?;
+        }
+        if let Some((name, value)) = get("PULSAR_WEBHOOK_ALLOW_CIDRS") {
+            config.webhook_allow_cidrs = parse_cidrs(&value).map_err(|m| fail(name, m))?;
+        }
+        if let Some((name, value)) = get("PULSAR_WEBHOOK_ALLOW_HTTP") {
+            config.webhook_allow_http = parse_bool(&value).map_err(|m| fail(name, m))?;
+        }
+        if let Some((name, value)) = get("PULSAR_WEBHOOK_RETRY_SCHEDULE") {
+            config.webhook_retry_schedule = value
+                .split(',')
+                .map(|d| {
+                    parse_duration(d).ok_or_else(|| {
+                        fail(name, format!("`{d}` is not a duration like 5s, 5m, 2h"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        config.secret_key = lookup("PULSAR_SECRET_KEY").filter(|v| !v.is_empty());
+        if let Some((name, value)) = get("PULSAR_ALLOW_SIGNUP") {
+            config.allow_signup = parse_bool(&value).map_err(|m| fail(name, m))?;
+        }
+        let number = |name: &'static str, value: &str, min: u64, max: u64| {
+            value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    fail(
+                        name,
+                        format!("`{value}` is not a number from {min} to {max}"),
+                    )
+                })
+        };
+        if let Some((name, value)) = get("PULSAR_MAX_BODY_BYTES") {
+            config.max_body_bytes = number(name, &value, 1024, 64 * 1024 * 1024)? as usize;
+        }
+        if let Some((name, value)) = get("PULSAR_CONSISTENCY_TIMEOUT_MS") {
+            config.consistency_timeout = Duration::from_millis(number(name, &value, 0, 60_000)?);
+        }
+        if let Some((name, value)) = get("PULSAR_DB_POOL_SIZE") {
+            config.db_pool_size = number(name, &value, 2, 1000)? as u32;
+        }
+        if let Some((name, value)) = get("PULSAR_READY_MAX_LAG") {
+            config.ready_max_lag = number(name, &value, 0, i64::MAX as u64)? as i64;
+        }
+        if let Some((_, value)) = get("PULSAR_LOG") {
+            config.log = value;
+        }
+        if let Some((name, value)) = get("PULSAR_LOG_FORMAT") {
+            config.log_json = match value.as_str() {
+                "json" => true,
+                "text" => false,
+                other => return Err(fail(name, format!("`{other}` is not text or json"))),
+            };
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_then_environment() {
+        let config = from(&[]).expect("defaults are valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.webhook_retry_schedule.len(), 7);
+        let config = from(&[
+            ("PULSAR_LISTEN", ":0"),
+            ("PULSAR_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1 ,::1"),
+            ("PULSAR_WEBHOOK_RETRY_SCHEDULE", "100ms,2s,1m"),
+            ("PULSAR_ALLOW_SIGNUP", "false"),
+        ])
+        .expect("valid");
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.trusted_proxies.len(), 3);
+        assert_eq!(
+            config.webhook_retry_schedule,
+            vec![
+                Duration::from_millis(100),
+                Duration::from_secs(2),
+                Duration::from_secs(60)
+            ]
+        );
+        assert!(!config.allow_signup);
+    }
+
+    #[test]
+    fn names_the_bad_variable() {
+        let error = from(&[("PULSAR_TRUSTED_PROXIES", "10.0.0.0/33")]).expect_err("bad cidr");
+        assert_eq!(error.variable, "PULSAR_TRUSTED_PROXIES");
+        assert!(from(&[("PULSAR_LISTEN", "nope")]).is_err());
+        assert!(from(&[("PULSAR_WEBHOOK_RETRY_SCHEDULE", "5x")]).is_err());
+        assert!(from(&[("PULSAR_MAX_BODY_BYTES", "12")]).is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! Pulsar's API: the axum router, the policy layer, REST handlers, the OpenAPI document,
+//! and the runtime that `pulsar serve` starts.
+//!
+//! Layout:
+//! - [`config`]: every operator setting, typed, from `PULSAR_*` variables.
+//! - [`app`]: the router ([`app::app`]), separate from `main` so tests drive it.
+//! - [`middleware`], [`request_id`], [`extract`], [`error`]: the HTTP conventions of
+//!   API.md section 3, built once: request ids, client IPs, the error envelope.
+//! - [`auth`]: principals, workspace resolution and scope checks.
+//! - [`commands`]: executing commands with conflict retries and read-your-writes.
+//! - [`routes`]: one module per resource.
+//! - [`runtime`]: migrations, subscriptions and their shutdown, for `serve` and tests.
+
+pub mod app;
+pub mod auth;
+pub mod claims;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod request_id;
+pub mod routes;
+pub mod runtime;
+pub mod state;
+
+pub use app::app;
+pub use config::Config;
+pub use state::AppState;

@@ -1,0 +1,238 @@
+//! The request layer every route goes through: request id, client IP, the request span,
+//! metrics, and the guarantee that every error response carries the envelope.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
+use tracing::Instrument;
+
+use crate::error::{envelope, Error};
+use crate::request_id::{self, ErrorEnvelope};
+use crate::state::AppState;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_PULSE_ID: HeaderName = HeaderName::from_static("x-pulse-id");
+
+/// Who is calling, as far as the network tells: the socket peer, or the
+/// `X-Forwarded-For` entry the trusted-proxy rule picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// Per-request facts handlers and extractors read.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub client_ip: ClientIp,
+    pub user_agent: String,
+}
+
+/// The client IP under the trusted-proxy rule: walk `X-Forwarded-For` from the right
+/// (the entry our nearest proxy added) while the hop is a trusted proxy; the first
+/// untrusted address is the client. Without trusted proxies the peer is the client.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .map(|hop| hop.parse::<IpAddr>().ok())
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default();
+    let mut client = peer;
+    for hop in forwarded.iter().rev() {
+        client = *hop;
+        if !is_trusted(hop) {
+            break;
+        }
+    }
+    client
+}
+
+/// The outermost middleware.
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    // Read the id headers in a block: a closure borrowing the request (whose body is
+    // not `Sync`) must not live across an await.
+    let (request_id, pulse_id) = {
+        let header = |name: &HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| request_id::acceptable(v))
+                .map(str::to_string)
+        };
+        let pulse_id = header(&X_PULSE_ID);
+        let request_id = header(&X_REQUEST_ID)
+            .or_else(|| pulse_id.clone())
+            .unwrap_or_else(request_id::generate);
+        (request_id, pulse_id)
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = client_ip(peer, request.headers(), &state.config.trusted_proxies);
+    let user_agent = request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(512)
+        .collect();
+    let method = request.method().clone();
+    request
+        .extensions_mut()
+        .insert(crate::extract::BodyLimit(state.config.max_body_bytes));
+    request.extensions_mut().insert(RequestContext {
+        request_id: request_id.clone(),
+        client_ip: ClientIp(ip),
+        user_agent,
+    });
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        path = %request.uri().path(),
+        client_ip = %ip,
+        status = tracing::field::Empty,
+    );
+    let mut response = request_id::scope(
+        request_id.clone(),
+        async move {
+            let response = next.run(request).await;
+            normalize_error(response, state.config.max_body_bytes)
+        }
+        .instrument(span.clone()),
+    )
+    .await;
+    let status = response.status();
+    span.record("status", status.as_u16());
+    let elapsed = started.elapsed();
+    let route = response
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    state
+        .metrics
+        .observe_request(method.as_str(), route, status.as_u16(), elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(X_REQUEST_ID, value);
+    }
+    if let Some(value) = pulse_id.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(X_PULSE_ID, value);
+    }
+    response
+}
+
+/// Error responses made outside our handlers (the router's 405, a layer's rejection)
+/// get the envelope too.
+fn normalize_error(response: Response, body_limit: usize) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<ErrorEnvelope>().is_some()
+    {
+        return response;
+    }
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => Error::MethodNotAllowed,
+        StatusCode::NOT_FOUND => Error::NotFound("The requested resource was not found.".into()),
+        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge { limit: body_limit },
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType,
+        status if status.is_server_error() => Error::internal(format!("{status} from a layer")),
+        _ => {
+            let (parts, _) = response.into_parts();
+            let body = envelope("bad_request", "The request could not be understood.", None);
+            let mut rebuilt = (parts.status, axum::Json(body)).into_response();
+            for (name, value) in parts.headers.iter() {
+                if name != axum::http::header::CONTENT_TYPE
+                    && name != axum::http::header::CONTENT_LENGTH
+                {
+                    rebuilt.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            return rebuilt;
+        }
+    };
+    let (parts, _) = response.into_parts();
+    let mut rebuilt = error.into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rebuilt
+}
+
+/// Copies the matched route into the response, for the outer layer's metrics
+/// (the outer layer runs before routing, so it cannot see it on the request).
+pub async fn tag_route(request: Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(matched) = matched {
+        response.extensions_mut().insert(matched);
+    }
+    response
+}
+
+/// The fallback for paths no route matches.
+pub async fn not_found() -> Error {
+    Error::NotFound("The requested resource was not found.".into())
+}
+
+/// An empty body, for 204s.
+pub fn no_content() -> Response {
+    (StatusCode::NO_CONTENT, Body::empty()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxy_rule() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 5.6.7.8, 10.0.0.2"),
+        );
+        let proxy: IpAddr = "10.0.0.1".parse().expect("ip");
+        // Spoofed leftmost entries are ignored: the first untrusted hop from the right wins.
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted),
+            "5.6.7.8".parse::<IpAddr>().expect("ip")
+        );
+        // An untrusted peer's header is not believed.
+        let stranger: IpAddr = "9.9.9.9".parse().expect("ip");
+        assert_eq!(client_ip(stranger, &headers, &trusted), stranger);
+        // Garbage in the header: fall back to the peer.
+        headers.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
+        assert_eq!(client_ip(proxy, &headers, &trusted), proxy);
+    }
+}

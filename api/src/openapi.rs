@@ -1,0 +1,43 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
+//! annotations as the routers are assembled, so it cannot miss a route.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as Document;
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Pulsar API",
+        description = "Scoped API keys, workspace data, webhooks, usage and audit for integrations. \
+                       Errors always use the envelope `{error, message, errors?, request_id}`.",
+    ),
+    servers((url = "/api/v1")),
+    modifiers(&Security),
+    tags(
+        (name = "auth", description = "Sign-up, login and sessions"),
+        (name = "workspaces", description = "Workspaces and their members"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key (`psk_…`) or a session token (`pst_…`)."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key_pair",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! `/auth`: sign-up, login, the current session, logout.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use pulsar_domain::credentials;
+use pulsar_domain::ids::{self, prefix};
+use pulsar_domain::user::{self, User, UserCommand};
+use pulsar_domain::validate;
+use pulsar_domain::workspace::Tier;
+use pulsar_domain::{Actor, EventMetadata};
+use pulsar_projections::identity;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::ErrorOut;
+use crate::auth::{self, primary_workspace, Principal};
+use crate::error::{is_unique_violation, Error, Result};
+use crate::extract::Json;
+use crate::middleware::{no_content, RequestContext};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(session))
+        .routes(routes!(logout))
+}
+
+/// `POST /auth/signup`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupIn {
+    pub email: String,
+    /// At least 10 characters.
+    pub password: String,
+    pub name: Option<String>,
+    pub workspace_name: String,
+}
+
+/// `POST /auth/login`: email and password, or an API key's two halves.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginIn {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    #[serde(rename = "apiKey")]
+    pub api_key: Option<String>,
+    #[serde(rename = "apiSecret")]
+    pub api_secret: Option<String>,
+}
+
+/// The authenticated principal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrincipalOut {
+    /// `user` or `api_key`.
+    #[serde(rename = "type")]
+    pub principal_type: String,
+    pub id: String,
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// The workspace a session acts in by default.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspaceRefOut {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub role: String,
+}
+
+/// A session: the login, sign-up and `GET /auth/session` payload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionOut {
+    /// `pst_…`; send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub principal: PrincipalOut,
+    #[serde(rename = "primaryWorkspace")]
+    pub primary_workspace: Option<WorkspaceRefOut>,
+    pub scopes: Vec<String>,
+}
+
+async fn session_out(
+    state: &AppState,
+    token: String,
+    expires_at: DateTime<Utc>,
+    principal: PrincipalOut,
+) -> Result<SessionOut> {
+    let primary = primary_workspace(&state.pool, &principal.id).await?;
+    let (primary_workspace, scopes) = match primary {
+        Some((workspace_id, role)) => {
+            let row = sqlx::query("SELECT name, slug FROM workspaces WHERE id = $1")
+                .bind(&workspace_id)
+                .fetch_one(&state.pool)
+                .await?;
+            (
+                Some(WorkspaceRefOut {
+                    id: workspace_id,
+                    name: row.try_get("name")?,
+                    slug: row.try_get("slug")?,
+                    role: role.as_str().to_string(),
+                }),
+                role.scopes().to_strings(),
+            )
+        }
+        None => (None, Vec::new()),
+    };
+    Ok(SessionOut {
+        token,
+        expires_at,
+        principal,
+        primary_workspace,
+        scopes,
+    })
+}
+
+fn user_out(id: String, name: Option<String>, email: String) -> PrincipalOut {
+    PrincipalOut {
+        principal_type: "user".into(),
+        id,
+        name,
+        email: Some(email),
+    }
+}
+
+async fn hash_password(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || credentials::hash_password(&password))
+        .await
+        .map_err(Error::internal)?
+        .map_err(Error::internal)
+}
+
+/// Create an account, a workspace you own, and a session.
+#[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupIn,
+    responses((status = 201, body = SessionOut), (status = 403, body = ErrorOut, description = "sign-up is closed"),
+        (status = 422, body = ErrorOut)))]
+async fn signup(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Json(input): Json<SignupIn>,
+) -> Result<Response> {
+    if !state.config.allow_signup {
+        return Err(Error::AccessDenied(
+            "Sign-up is closed on this server.".into(),
+        ));
+    }
+    let email = validate::normalize_email(&input.email);
+    let name = input
+        .name
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    let mut errors = user::validate_registration(&email, name.as_deref());
+    errors.check("password", credentials::check_password(&input.password));
+    errors.check(
+        "workspace_name",
+        validate::required_text("workspace name", &input.workspace_name, 100),
+    );
+    errors.into_result()?;
+
+    let user_id = ids::new_id(prefix::USER);
+    let metadata = EventMetadata {
+        actor: Actor::user(&user_id),
+        request_id: context.request_id.clone(),
+        client_ip: context.client_ip.0.to_string(),
+        user_agent: context.user_agent.clone(),
+    };
+    let password_hash = hash_password(input.password).await?;
+    // The credentials row doubles as the email's uniqueness claim.
+    sqlx::query("INSERT INTO user_credentials (user_id, email, password_hash) VALUES ($1, $2, $3)")
+        .bind(&user_id)
+        .bind(&email)
+        .bind(&password_hash)
+        .execute(&state.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e, "user_credentials_email_key") {
+                Error::invalid("email", "The email has already been taken.")
+            } else {
+                e.into()
+            }
+        })?;
+    let registered = state
+        .commands
+        .execute::<User>(
+            &user_id,
+            UserCommand::RegisterUser {
+                email: email.clone(),
+                name: name.clone(),
+            },
+            &metadata,
+            &[identity::NAME],
+        )
+        .await;
+    if let Err(error) = registered {
+        sqlx::query("DELETE FROM user_credentials WHERE user_id = $1")
+            .bind(&user_id)
+            .execute(&state.pool)
+            .await?;
+        return Err(error);
+    }
+    super::workspaces::create_owned(
+        &state,
+        &metadata,
+        &user_id,
+        input.workspace_name.trim(),
+        None,
+        Tier::Free,
+        "workspace_name",
+    )
+    .await?;
+    let (token, expires_at) = auth::create_session(&state.pool, &user_id).await?;
+    let out = session_out(&state, token, expires_at, user_out(user_id, name, email)).await?;
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+/// Exchange credentials for a session token (one hour, sliding).
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginIn,
+    responses((status = 200, body = SessionOut), (status = 401, body = ErrorOut), (status = 422, body = ErrorOut)))]
+async fn login(State(state): State<AppState>, Json(input): Json<LoginIn>) -> Result<Response> {
+    let invalid = || Error::Unauthorized("The credentials are invalid.".into());
+    let (email, password) = match (input.email, input.password, input.api_key, input.api_secret) {
+        (Some(email), Some(password), None, None) => (email, password),
+        (None, None, Some(_), Some(_)) => return Err(invalid()),
+        _ => {
+            return Err(Error::invalid(
+                "body",
+                "Send either email and password, or apiKey and apiSecret.",
+            ))
+        }
+    };
+    let email = validate::normalize_email(&email);
+    let row = sqlx::query("SELECT user_id, password_hash FROM user_credentials WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(&state.pool)
+        .await?;
+    let (user_id, phc) = match &row {
+        Some(row) => (
+            Some(row.try_get::<String, _>("user_id")?),
+            row.try_get::<String, _>("password_hash")?,
+        ),
+        None => (None, credentials::dummy_password_hash().to_string()),
+    };
+    // Verify even when the user does not exist, so timing does not tell emails apart.
+    let matches =
+        tokio::task::spawn_blocking(move || credentials::verify_password(&password, &phc))
+            .await
+            .map_err(Error::internal)?;
+    let user_id = user_id.filter(|_| matches).ok_or_else(invalid)?;
+    let user = sqlx::query("SELECT email, name FROM users WHERE id = $1")
+        .bind(&user_id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(invalid)?;
+    let (token, expires_at) = auth::create_session(&state.pool, &user_id).await?;
+    let out = session_out(
+        &state,
+        token,
+        expires_at,
+        user_out(user_id, user.try_get("name")?, user.try_get("email")?),
+    )
+    .await?;
+    Ok(axum::Json(out).into_response())
+}
+
+/// The session behind the presented token.
+#[utoipa::path(get, path = "/auth/session", tag = "auth",
+    responses((status = 200, body = SessionOut), (status = 401, body = ErrorOut)),
+    security(("bearer" = [])))]
+async fn session(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+) -> Result<Response> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map(|(_, token)| token.trim().to_string())
+        .unwrap_or_default();
+    let expires_at = principal
+        .session_expires_at
+        .ok_or_else(|| Error::BadRequest("This credential is not a session token.".into()))?;
+    let out = session_out(
+        &state,
+        token,
+        expires_at,
+        PrincipalOut {
+            principal_type: "user".into(),
+            id: principal.id.clone(),
+            name: principal.name.clone(),
+            email: principal.email.clone(),
+        },
+    )
+    .await?;
+    Ok(axum::Json(out).into_response())
+}
+
+/// End the session: its token stops working at once.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    responses((status = 204), (status = 401, body = ErrorOut)),
+    security(("bearer" = [])))]
+async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response> {
+    let hash = principal
+        .session_hash
+        .ok_or_else(|| Error::BadRequest("This credential is not a session token.".into()))?;
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+        .bind(hash)
+        .execute(&state.pool)
+        .await?;
+    Ok(no_content())
+}

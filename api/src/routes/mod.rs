@@ -1,0 +1,136 @@
+//! REST resources, one module each; each exposes `router() -> OpenApiRouter<AppState>`.
+//! Shared response shapes live here.
+
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use pulsar_projections::list::{self, ListRequest, ListSpec, Page};
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::error::{Error, Result};
+use crate::extract::QueryPairs;
+use crate::state::AppState;
+
+pub mod auth;
+pub mod ops;
+pub mod workspaces;
+
+/// API.md's error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorOut {
+    /// Machine-readable code, e.g. `validation_failed`.
+    #[schema(example = "validation_failed")]
+    pub error: String,
+    pub message: String,
+    /// Per-field messages (422 only).
+    #[schema(value_type = Option<Object>, example = json!({"name": ["The name field is required."]}))]
+    pub errors: Option<Value>,
+    /// Equals the `X-Request-ID` response header.
+    pub request_id: String,
+}
+
+/// `meta` of a list response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListMeta {
+    pub current_page: u32,
+    pub from: Option<u64>,
+    pub last_page: u32,
+    pub per_page: u32,
+    pub to: Option<u64>,
+    pub total: i64,
+}
+
+/// `links` of a list response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListLinks {
+    pub first: String,
+    pub last: String,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+/// A page of items.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListOut<T: ToSchema> {
+    pub data: Vec<T>,
+    pub meta: ListMeta,
+    pub links: ListLinks,
+}
+
+/// One resource.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DataOut<T: ToSchema> {
+    pub data: T,
+}
+
+/// A creation's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedOut<T: ToSchema> {
+    #[schema(example = "Workspace created successfully.")]
+    pub message: String,
+    pub data: T,
+}
+
+fn page_link(uri: &Uri, pairs: &[(String, String)], page: u32) -> String {
+    let mut query: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(name, _)| name != "page")
+        .cloned()
+        .collect();
+    query.push(("page".into(), page.to_string()));
+    let encoded = serde_urlencoded::to_string(&query).unwrap_or_default();
+    format!("{}?{encoded}", uri.path())
+}
+
+/// The list response body for a page.
+pub fn list_response(uri: &Uri, query: &QueryPairs, page: Page) -> Response {
+    let last_page = page.last_page();
+    let link = |n: u32| page_link(uri, &query.0, n);
+    let body = json!({
+        "meta": {
+            "current_page": page.page,
+            "from": page.from(),
+            "last_page": last_page,
+            "per_page": page.per_page,
+            "to": page.to(),
+            "total": page.total,
+        },
+        "links": {
+            "first": link(1),
+            "last": link(last_page),
+            "prev": (page.page > 1).then(|| link((page.page - 1).min(last_page))),
+            "next": (page.page < last_page).then(|| link(page.page + 1)),
+        },
+        "data": page.items,
+    });
+    axum::Json(body).into_response()
+}
+
+/// Parses the query against `spec` and runs the list with the given tenant scope.
+pub async fn list(
+    state: &AppState,
+    spec: &ListSpec,
+    uri: &Uri,
+    query: &QueryPairs,
+    scope: &[(&'static str, String)],
+) -> Result<Response> {
+    let request =
+        ListRequest::parse(spec, &query.0, &["workspaceId"]).map_err(Error::BadRequest)?;
+    let page = list::fetch(&state.pool, spec, &request, scope).await?;
+    Ok(list_response(uri, query, page))
+}
+
+/// `{"data": item}`.
+pub fn data(item: Value) -> Response {
+    axum::Json(json!({ "data": item })).into_response()
+}
+
+/// 201 `{"message": ..., "data": item}`.
+pub fn created(message: &str, item: Value) -> Response {
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({ "message": message, "data": item })),
+    )
+        .into_response()
+}

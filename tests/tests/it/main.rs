@@ -1,0 +1,7 @@
+//! End-to-end tests against real PostgreSQL. One test binary, so one throwaway cluster
+//! per run; each test gets its own database.
+
+mod binary;
+mod http;
+mod identity;
+mod subscriptions;
