@@ -35,18 +35,11 @@ CREATE TABLE snapshots
     PRIMARY KEY (aggregate_type, aggregate_id, last_sequence)
 );
 
--- One statement-level notification per append, delivered at commit: subscribers wake up
--- instead of polling. Notifications are lost across reconnects, so subscribers also poll.
-CREATE FUNCTION notify_events_appended() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('events_appended', '');
-    RETURN NULL;
-END;
-$$;
-
-CREATE TRIGGER events_appended
-    AFTER INSERT ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_events_appended();
+-- No NOTIFY trigger here on purpose: a NOTIFY inside the appending transaction takes a
+-- database-wide lock held through commit, which serialises every append behind one WAL
+-- flush (measured: 681 commands/s with the trigger). Pulsar processes announce appends
+-- on `events_appended` themselves, right after commit and coalesced; subscribers also
+-- poll, which covers any other writer.
 
 -- Events are facts: the log is append-only.
 CREATE FUNCTION events_are_immutable() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -24,6 +24,16 @@ use crate::metrics::Metrics;
 /// How many times a command is retried after losing an aggregate conflict.
 const CONFLICT_ATTEMPTS: usize = 4;
 
+/// Events between aggregate snapshots, so loading a long-lived aggregate stays cheap.
+const SNAPSHOT_EVERY: usize = 50;
+
+fn store<A: Aggregate>(pool: &PgPool) -> PersistedEventStore<PostgresEventRepository, A> {
+    PersistedEventStore::new_snapshot_store(
+        PostgresEventRepository::new(pool.clone()),
+        SNAPSHOT_EVERY,
+    )
+}
+
 /// The outcome of a committed command.
 #[derive(Debug)]
 pub struct Committed<A: Aggregate> {
@@ -81,8 +91,7 @@ impl Commands {
         A: Aggregate<Error = DomainError, Services = ()>,
         A::Command: Clone,
     {
-        let store: PersistedEventStore<PostgresEventRepository, A> =
-            PersistedEventStore::new_event_store(PostgresEventRepository::new(self.pool.clone()));
+        let store = store::<A>(&self.pool);
         let mut attempt = 1;
         let events = loop {
             match Self::attempt(&store, id, command.clone(), metadata).await {
@@ -98,6 +107,9 @@ impl Commands {
             }
         };
         self.metrics.commands_total.fetch_add(1, Ordering::Relaxed);
+        if !events.is_empty() {
+            self.subscriptions.appended();
+        }
         let (position, version) = log::position_of_latest(&self.pool, A::TYPE, id)
             .await?
             .unwrap_or((Position::ZERO, 0));
@@ -163,8 +175,9 @@ pub async fn load<A>(pool: &PgPool, id: &str) -> Result<A>
 where
     A: Aggregate<Error = DomainError, Services = ()>,
 {
-    let store: PersistedEventStore<PostgresEventRepository, A> =
-        PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
-    let mut context = store.load_aggregate(id).await.map_err(Error::from)?;
+    let mut context = store::<A>(pool)
+        .load_aggregate(id)
+        .await
+        .map_err(Error::from)?;
     Ok(std::mem::take(context.aggregate()))
 }

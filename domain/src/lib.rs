@@ -14,10 +14,13 @@
 //! - [`scopes`]: the scope catalog, wildcard matching and role → scope mapping.
 //! - [`credentials`]: session-token format and hashing, password hashing.
 //! - [`user`], [`workspace`]: the identity aggregates.
+//! - [`api_key`], [`keys`]: the API key aggregate and the key format.
 
+pub mod api_key;
 pub mod credentials;
 pub mod error;
 pub mod ids;
+pub mod keys;
 pub mod metadata;
 pub mod scopes;
 pub mod user;

@@ -192,6 +192,11 @@ impl ScopeSet {
         self.0 == 0
     }
 
+    /// Whether every permission of `other` is in `self`.
+    pub fn contains(self, other: ScopeSet) -> bool {
+        other.0 & !self.0 == 0
+    }
+
     /// The granted permissions as `resource:action` strings, in catalog order.
     pub fn to_strings(self) -> Vec<String> {
         if self == Self::ALL {

@@ -57,7 +57,7 @@ impl StoredEvent {
     }
 
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, ProjectionError> {
-        let transaction_id: String = row.try_get("transaction_id")?;
+        let transaction_id: String = row.try_get("tx_text")?;
         Ok(Self {
             position: Position::from_db(&transaction_id, row.try_get("global_position")?)
                 .map_err(ProjectionError::Decode)?,
@@ -84,12 +84,14 @@ pub async fn read_after(
     limit: i64,
 ) -> Result<Vec<StoredEvent>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT transaction_id::text AS transaction_id, global_position, aggregate_type,
+        // The text alias must not be called `transaction_id`: ORDER BY would then sort by
+        // the text ('1000' < '999') instead of the xid8 column.
+        "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
                 aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id, global_position
+          ORDER BY events.transaction_id, events.global_position
           LIMIT $3",
     )
     .bind(after.transaction_text())
@@ -107,7 +109,7 @@ pub async fn position_of_latest(
     aggregate_id: &str,
 ) -> Result<Option<(Position, i64)>, ProjectionError> {
     let row = sqlx::query(
-        "SELECT transaction_id::text AS transaction_id, global_position, sequence
+        "SELECT transaction_id::text AS tx_text, global_position, sequence
            FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
           ORDER BY sequence DESC LIMIT 1",
     )
@@ -116,7 +118,7 @@ pub async fn position_of_latest(
     .fetch_optional(pool)
     .await?;
     row.map(|row| {
-        let tx: String = row.try_get("transaction_id")?;
+        let tx: String = row.try_get("tx_text")?;
         let position = Position::from_db(&tx, row.try_get("global_position")?)
             .map_err(ProjectionError::Decode)?;
         Ok((position, row.try_get("sequence")?))

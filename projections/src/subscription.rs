@@ -15,6 +15,10 @@
 //!
 //! Wake-ups come from `LISTEN events_appended` and `LISTEN subscription_progress`, with a
 //! timed poll as fallback, since notifications are lost while a listener reconnects.
+//! The notifications are sent after commit by a coalescing notifier task, never inside
+//! the appending or batch transaction: PostgreSQL holds a database-wide lock from a
+//! transaction's first NOTIFY until its commit is flushed, which would serialise every
+//! append behind one WAL flush.
 //! Errors are never swallowed: the batch rolls back and is retried with exponential
 //! backoff; a subscriber that keeps failing reports itself stuck in its status (read by
 //! `/readyz` and `/metrics`) instead of skipping the event.
@@ -192,6 +196,11 @@ impl Entry {
 
 struct Inner {
     pool: PgPool,
+    /// Appends announced locally and not yet sent to other processes.
+    pending_append: std::sync::atomic::AtomicBool,
+    /// Subscribers whose progress is not yet announced.
+    pending_progress: Mutex<std::collections::BTreeSet<&'static str>>,
+    notifier: tokio::sync::Notify,
     config: SubscriptionConfig,
     wake: watch::Sender<u64>,
     shutdown: watch::Receiver<bool>,
@@ -223,6 +232,9 @@ impl Subscriptions {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                pending_append: std::sync::atomic::AtomicBool::new(false),
+                pending_progress: Mutex::default(),
+                notifier: tokio::sync::Notify::new(),
                 config,
                 wake,
                 shutdown,
@@ -236,10 +248,74 @@ impl Subscriptions {
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Starts the `LISTEN` task that wakes subscriptions on appends and progress.
+    /// Starts the `LISTEN` task that wakes subscriptions on appends and progress, and the
+    /// notifier that tells other processes about this one's.
     pub fn spawn_listener(&self) -> JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move { this.listen().await })
+        let notifier = self.clone();
+        tokio::spawn(async move {
+            tokio::join!(this.listen(), notifier.notify_loop());
+        })
+    }
+
+    /// Announces that this process committed events: wakes local subscribers now and
+    /// other processes through `events_appended` (coalesced).
+    pub fn appended(&self) {
+        self.wake();
+        self.inner.pending_append.store(true, Ordering::Release);
+        self.inner.notifier.notify_one();
+    }
+
+    fn progressed(&self, name: &'static str) {
+        self.inner
+            .pending_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name);
+        self.inner.notifier.notify_one();
+    }
+
+    /// Sends pending notifications, one round trip for however many pokes came in.
+    async fn notify_loop(&self) {
+        let mut shutdown = self.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = self.inner.notifier.notified() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let append = self.inner.pending_append.swap(false, Ordering::AcqRel);
+            let progress: Vec<&'static str> = std::mem::take(
+                &mut *self
+                    .inner
+                    .pending_progress
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            )
+            .into_iter()
+            .collect();
+            let mut channels: Vec<(&str, &str)> = progress
+                .iter()
+                .map(|name| (PROGRESS_CHANNEL, *name))
+                .collect();
+            if append {
+                channels.push((EVENTS_CHANNEL, ""));
+            }
+            if channels.is_empty() {
+                continue;
+            }
+            let (names, payloads): (Vec<&str>, Vec<&str>) = channels.into_iter().unzip();
+            let sent = sqlx::query(
+                "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)",
+            )
+            .bind(&names)
+            .bind(&payloads)
+            .execute(&self.inner.pool)
+            .await;
+            if let Err(error) = sent {
+                // Other processes fall back to polling; nothing is lost.
+                tracing::warn!(%error, "could not send notifications");
+            }
+        }
     }
 
     async fn listen(self) {
@@ -432,6 +508,7 @@ impl Subscriptions {
             return Ok(Batch::Standby(checkpoint));
         };
         let events = log::read_after(&mut tx, checkpoint, self.inner.config.batch_size).await?;
+
         let Some(last) = events.last().map(|e| e.position) else {
             tx.rollback().await?;
             return Ok(Batch::Applied {
@@ -461,12 +538,8 @@ impl Subscriptions {
         .bind(last.global_position)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(PROGRESS_CHANNEL)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
+        self.progressed(name);
         let now = Utc::now();
         for event in &events {
             let lag = (now - event.recorded_at)

@@ -277,11 +277,80 @@ async fn one_active_consumer_across_processes() {
     // A double apply would hit the primary key and show as a failure.
     let rows = wait_until_seen(&db.pool, 200).await;
     assert_eq!(rows.len(), 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = *rows.iter().max().expect("rows");
     for subs in [&first, &second] {
-        let status = &subs.statuses()[0];
+        // Both learn how far the subscriber got, whichever applied it (the standby
+        // through the progress notification or its poll).
+        let mut status = subs.statuses()[0].clone();
+        for _ in 0..100 {
+            if status.global_position == last {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            status = subs.statuses()[0].clone();
+        }
+        assert_eq!(status.global_position, last, "{status:?}");
         assert_eq!(status.failures_total, 0, "{status:?}");
-        // Both know how far the subscriber got, whichever applied it.
-        assert_eq!(status.global_position, *rows.iter().max().expect("rows"));
+    }
+    let states: Vec<_> = [&first, &second]
+        .iter()
+        .map(|s| s.statuses()[0].state)
+        .collect();
+    assert!(
+        states.contains(&SubscriberState::Standby)
+            || states.iter().all(|s| *s == SubscriberState::Active),
+        "{states:?}"
+    );
+}
+
+#[tokio::test]
+async fn order_holds_across_a_transaction_id_digit_boundary() {
+    // Regression: ordering by the text form of the xid put '1000' before '999' and the
+    // checkpoint went backwards. Straddle the next power of ten on purpose.
+    let db = setup().await;
+    let current: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+        .fetch_one(&db.pool)
+        .await
+        .expect("xid");
+    let current: u64 = current.parse().expect("number");
+    let boundary = 10u64.pow(current.to_string().len() as u32);
+    let burn = boundary - current - 3;
+    sqlx::query(&format!(
+        "DO $$ BEGIN FOR i IN 1..{burn} LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$"
+    ))
+    .execute(&db.pool)
+    .await
+    .expect("burn transaction ids");
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let mut positions = Vec::new();
+    let mut xids = Vec::new();
+    for i in 0..4 {
+        let mut tx = conn.begin_tx().await;
+        positions.push(append(&mut tx, "boundary", i + 1).await);
+        let xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("xid");
+        xids.push(xid.parse::<u64>().expect("number"));
+        tx.commit().await.expect("commit");
+    }
+    assert!(
+        xids.first() < Some(&boundary) && xids.last() >= Some(&boundary),
+        "{xids:?} around {boundary}"
+    );
+    let (subs, _stop) = subscriptions(&db.pool);
+    subs.spawn(Recorder::default());
+    assert_eq!(wait_until_seen(&db.pool, 4).await, positions);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(subs.statuses()[0].failures_total, 0);
+}
+
+trait BeginTx {
+    async fn begin_tx(&mut self) -> sqlx::Transaction<'_, sqlx::Postgres>;
+}
+
+impl BeginTx for sqlx::pool::PoolConnection<sqlx::Postgres> {
+    async fn begin_tx(&mut self) -> sqlx::Transaction<'_, sqlx::Postgres> {
+        sqlx::Connection::begin(&mut **self).await.expect("begin")
     }
 }

@@ -1,0 +1,602 @@
+//! The `ApiKey` aggregate: a workspace's credential for integrations.
+//!
+//! The secret never enters an event, not even hashed: its SHA-256 lives in the
+//! write-side `api_key_secrets` table. Events carry everything the key table, the read
+//! model and the audit trail need: scopes, allowlist, expiry, age policy, tier, who made
+//! it, and what replaced it.
+
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DomainError, ValidationErrors};
+use crate::metadata::Actor;
+use crate::scopes::{Scope, ScopeSet};
+use crate::validate;
+use crate::workspace::Tier;
+
+/// Longest rotation grace period, in hours.
+pub const MAX_GRACE_HOURS: u32 = 168;
+/// Bounds of `max_age_days`.
+pub const MAX_AGE_DAYS: u32 = 3650;
+/// Most allowlist entries on one key.
+pub const MAX_ALLOWLIST: usize = 100;
+
+/// What a key may do and from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeySettings {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub ip_allowlist: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_age_days: Option<u32>,
+    /// `None`: the workspace's tier.
+    pub rate_limit_tier: Option<Tier>,
+}
+
+/// A partial change; `Some(None)` clears an optional field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiKeyPatch {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub ip_allowlist: Option<Vec<String>>,
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    pub max_age_days: Option<Option<u32>>,
+    pub rate_limit_tier: Option<Option<Tier>>,
+}
+
+/// Parses allowlist entries (exact IPs or CIDR ranges, v4 or v6).
+pub fn parse_allowlist<S: AsRef<str>>(entries: &[S]) -> Result<Vec<IpNet>, (usize, String)> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let entry = entry.as_ref().trim();
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| (i, format!("`{entry}` is not an IP address or CIDR range.")))
+        })
+        .collect()
+}
+
+/// Validates settings against the grantor's own scopes (a key can never hold more than
+/// whoever made it) and the clock.
+pub fn validate_settings(
+    settings: &ApiKeySettings,
+    grantor: ScopeSet,
+    now: DateTime<Utc>,
+) -> ValidationErrors {
+    let mut errors = ValidationErrors::new();
+    errors.check("name", validate::required_text("name", &settings.name, 100));
+    if settings.scopes.is_empty() {
+        errors.add("scopes", "A key needs at least one scope.");
+    }
+    for (i, scope) in settings.scopes.iter().enumerate() {
+        match scope.parse::<Scope>() {
+            Err(_) => errors.add(format!("scopes.{i}"), format!("Unknown scope `{scope}`.")),
+            Ok(parsed) => {
+                let wanted = ScopeSet::EMPTY.with(parsed);
+                if !grantor.contains(wanted) {
+                    errors.add(
+                        format!("scopes.{i}"),
+                        format!("You cannot grant `{scope}`: it exceeds your own scopes."),
+                    );
+                }
+            }
+        }
+    }
+    if settings.ip_allowlist.len() > MAX_ALLOWLIST {
+        errors.add("ip_allowlist", format!("At most {MAX_ALLOWLIST} entries."));
+    } else {
+        for (i, entry) in settings.ip_allowlist.iter().enumerate() {
+            if let Err((_, message)) = parse_allowlist(std::slice::from_ref(entry)) {
+                errors.add(format!("ip_allowlist.{i}"), message);
+            }
+        }
+    }
+    if let Some(expires_at) = settings.expires_at {
+        if expires_at <= now {
+            errors.add("expires_at", "The expiry must be in the future.");
+        }
+    }
+    if let Some(days) = settings.max_age_days {
+        if !(1..=MAX_AGE_DAYS).contains(&days) {
+            errors.add(
+                "max_age_days",
+                format!("The max age must be from 1 to {MAX_AGE_DAYS} days."),
+            );
+        }
+    }
+    errors
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ApiKey {
+    created: bool,
+    settings: Option<ApiKeySettings>,
+    revoked: bool,
+    grace_period_ends_at: Option<DateTime<Utc>>,
+    expired_by_rotation: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiKeyCommand {
+    CreateApiKey {
+        workspace_id: String,
+        public_id: String,
+        prefix: String,
+        masked: String,
+        settings: ApiKeySettings,
+        created_by: Actor,
+        rotated_from: Option<String>,
+        /// The scopes of whoever creates the key.
+        grantor: ScopeSet,
+        now: DateTime<Utc>,
+    },
+    UpdateApiKey {
+        patch: ApiKeyPatch,
+        grantor: ScopeSet,
+        now: DateTime<Utc>,
+    },
+    RotateApiKey {
+        replaced_by: String,
+        grace_period_hours: u32,
+        now: DateTime<Utc>,
+    },
+    RevokeApiKey,
+    /// The rotation grace period ended: record that the old key stopped.
+    ExpireRotatedKey {
+        now: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ApiKeyEvent {
+    ApiKeyCreated {
+        workspace_id: String,
+        public_id: String,
+        prefix: String,
+        masked: String,
+        settings: ApiKeySettings,
+        created_by: Actor,
+        rotated_from: Option<String>,
+    },
+    /// Carries the resulting settings and which fields changed.
+    ApiKeyUpdated {
+        settings: ApiKeySettings,
+        changed: Vec<String>,
+    },
+    ApiKeyRotated {
+        replaced_by: String,
+        grace_period_ends_at: DateTime<Utc>,
+    },
+    ApiKeyRevoked,
+    ApiKeyExpiredByRotation,
+}
+
+impl DomainEvent for ApiKeyEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::ApiKeyCreated { .. } => "ApiKeyCreated",
+            Self::ApiKeyUpdated { .. } => "ApiKeyUpdated",
+            Self::ApiKeyRotated { .. } => "ApiKeyRotated",
+            Self::ApiKeyRevoked => "ApiKeyRevoked",
+            Self::ApiKeyExpiredByRotation => "ApiKeyExpiredByRotation",
+        }
+        .into()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}
+
+impl ApiKey {
+    fn settings(&self) -> Result<&ApiKeySettings, DomainError> {
+        match &self.settings {
+            Some(settings) if self.created && !self.revoked => Ok(settings),
+            _ => Err(DomainError::NotFound("api key")),
+        }
+    }
+
+    fn usable(&self, now: DateTime<Utc>) -> Result<&ApiKeySettings, DomainError> {
+        let settings = self.settings()?;
+        if self.expired_by_rotation || self.grace_period_ends_at.is_some_and(|end| end <= now) {
+            return Err(DomainError::Conflict(
+                "This key was rotated and has expired.".into(),
+            ));
+        }
+        if settings.expires_at.is_some_and(|at| at <= now) {
+            return Err(DomainError::Conflict("This key has expired.".into()));
+        }
+        Ok(settings)
+    }
+
+    pub fn current_settings(&self) -> Option<&ApiKeySettings> {
+        self.settings
+            .as_ref()
+            .filter(|_| self.created && !self.revoked)
+    }
+}
+
+impl Aggregate for ApiKey {
+    const TYPE: &'static str = "ApiKey";
+    type Command = ApiKeyCommand;
+    type Event = ApiKeyEvent;
+    type Error = DomainError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: ApiKeyCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), DomainError> {
+        match command {
+            ApiKeyCommand::CreateApiKey {
+                workspace_id,
+                public_id,
+                prefix,
+                masked,
+                mut settings,
+                created_by,
+                rotated_from,
+                grantor,
+                now,
+            } => {
+                if self.created {
+                    return Err(DomainError::AlreadyExists("api key"));
+                }
+                settings.name = settings.name.trim().to_string();
+                settings.ip_allowlist = settings
+                    .ip_allowlist
+                    .iter()
+                    .map(|e| e.trim().to_string())
+                    .collect();
+                validate_settings(&settings, grantor, now).into_result()?;
+                sink.write(
+                    ApiKeyEvent::ApiKeyCreated {
+                        workspace_id,
+                        public_id,
+                        prefix,
+                        masked,
+                        settings,
+                        created_by,
+                        rotated_from,
+                    },
+                    self,
+                )
+                .await;
+            }
+            ApiKeyCommand::UpdateApiKey {
+                patch,
+                grantor,
+                now,
+            } => {
+                let current = self.usable(now)?.clone();
+                let mut next = current.clone();
+                if let Some(name) = patch.name {
+                    next.name = name.trim().to_string();
+                }
+                if let Some(scopes) = patch.scopes {
+                    next.scopes = scopes;
+                }
+                if let Some(list) = patch.ip_allowlist {
+                    next.ip_allowlist = list.iter().map(|e| e.trim().to_string()).collect();
+                }
+                if let Some(expires_at) = patch.expires_at {
+                    next.expires_at = expires_at;
+                }
+                if let Some(days) = patch.max_age_days {
+                    next.max_age_days = days;
+                }
+                if let Some(tier) = patch.rate_limit_tier {
+                    next.rate_limit_tier = tier;
+                }
+                let mut errors = validate_settings(&next, grantor, now);
+                // An unchanged expiry that has meanwhile passed is not the patch's fault.
+                if next.expires_at == current.expires_at {
+                    errors = without_field(errors, "expires_at");
+                }
+                errors.into_result()?;
+                let changed: Vec<String> = [
+                    ("name", next.name != current.name),
+                    ("scopes", next.scopes != current.scopes),
+                    ("ip_allowlist", next.ip_allowlist != current.ip_allowlist),
+                    ("expires_at", next.expires_at != current.expires_at),
+                    ("max_age_days", next.max_age_days != current.max_age_days),
+                    (
+                        "rate_limit_tier",
+                        next.rate_limit_tier != current.rate_limit_tier,
+                    ),
+                ]
+                .into_iter()
+                .filter(|(_, changed)| *changed)
+                .map(|(field, _)| field.to_string())
+                .collect();
+                if !changed.is_empty() {
+                    sink.write(
+                        ApiKeyEvent::ApiKeyUpdated {
+                            settings: next,
+                            changed,
+                        },
+                        self,
+                    )
+                    .await;
+                }
+            }
+            ApiKeyCommand::RotateApiKey {
+                replaced_by,
+                grace_period_hours,
+                now,
+            } => {
+                if grace_period_hours > MAX_GRACE_HOURS {
+                    return Err(ValidationErrors::single(
+                        "grace_period_hours",
+                        format!("The grace period must be from 0 to {MAX_GRACE_HOURS} hours."),
+                    )
+                    .into());
+                }
+                self.usable(now)?;
+                if self.grace_period_ends_at.is_some() {
+                    return Err(DomainError::Conflict(
+                        "This key is already being rotated.".into(),
+                    ));
+                }
+                sink.write(
+                    ApiKeyEvent::ApiKeyRotated {
+                        replaced_by,
+                        grace_period_ends_at: now + Duration::hours(i64::from(grace_period_hours)),
+                    },
+                    self,
+                )
+                .await;
+            }
+            ApiKeyCommand::RevokeApiKey => {
+                self.settings()?;
+                sink.write(ApiKeyEvent::ApiKeyRevoked, self).await;
+            }
+            ApiKeyCommand::ExpireRotatedKey { now } => {
+                self.settings()?;
+                match self.grace_period_ends_at {
+                    Some(end) if end <= now && !self.expired_by_rotation => {
+                        sink.write(ApiKeyEvent::ApiKeyExpiredByRotation, self).await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: ApiKeyEvent) {
+        match event {
+            ApiKeyEvent::ApiKeyCreated { settings, .. } => {
+                self.created = true;
+                self.settings = Some(settings);
+            }
+            ApiKeyEvent::ApiKeyUpdated { settings, .. } => self.settings = Some(settings),
+            ApiKeyEvent::ApiKeyRotated {
+                grace_period_ends_at,
+                ..
+            } => self.grace_period_ends_at = Some(grace_period_ends_at),
+            ApiKeyEvent::ApiKeyRevoked => self.revoked = true,
+            ApiKeyEvent::ApiKeyExpiredByRotation => self.expired_by_rotation = true,
+        }
+    }
+}
+
+fn without_field(errors: ValidationErrors, field: &str) -> ValidationErrors {
+    let mut kept = ValidationErrors::new();
+    for (name, messages) in errors.fields() {
+        if name != field {
+            for message in messages {
+                kept.add(name.clone(), message.clone());
+            }
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+
+    type KeyTest = TestFramework<ApiKey>;
+
+    fn now() -> DateTime<Utc> {
+        "2026-06-01T12:00:00Z".parse().expect("time")
+    }
+
+    fn settings() -> ApiKeySettings {
+        ApiKeySettings {
+            name: "CI".into(),
+            scopes: vec!["projects:read".into()],
+            ip_allowlist: vec!["10.0.0.0/8".into(), "2001:db8::1".into()],
+            expires_at: None,
+            max_age_days: Some(90),
+            rate_limit_tier: None,
+        }
+    }
+
+    fn created() -> ApiKeyEvent {
+        ApiKeyEvent::ApiKeyCreated {
+            workspace_id: "ws_1".into(),
+            public_id: "psk_abc".into(),
+            prefix: "psk_abcd".into(),
+            masked: "psk_abcd…wxyz".into(),
+            settings: settings(),
+            created_by: Actor::user("usr_1"),
+            rotated_from: None,
+        }
+    }
+
+    fn create(settings: ApiKeySettings, grantor: ScopeSet) -> ApiKeyCommand {
+        ApiKeyCommand::CreateApiKey {
+            workspace_id: "ws_1".into(),
+            public_id: "psk_abc".into(),
+            prefix: "psk_abcd".into(),
+            masked: "psk_abcd…wxyz".into(),
+            settings,
+            created_by: Actor::user("usr_1"),
+            rotated_from: None,
+            grantor,
+            now: now(),
+        }
+    }
+
+    async fn errors_of(given: Vec<ApiKeyEvent>, command: ApiKeyCommand) -> Vec<String> {
+        match KeyTest::with(())
+            .given(given)
+            .when_async(command)
+            .await
+            .inspect_result()
+        {
+            Err(DomainError::Validation(errors)) => errors.fields().keys().cloned().collect(),
+            other => panic!("expected validation errors, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn creation_records_settings_but_no_secret() {
+        KeyTest::with(())
+            .given_no_previous_events()
+            .when_async(create(settings(), ScopeSet::ALL))
+            .await
+            .then_expect_events(vec![created()]);
+    }
+
+    #[tokio::test]
+    async fn creation_validates_every_field() {
+        let bad = ApiKeySettings {
+            name: " ".into(),
+            scopes: vec!["projects:read".into(), "projects:admin".into()],
+            ip_allowlist: vec!["10.0.0.0/33".into(), "::1".into(), "nonsense".into()],
+            expires_at: Some(now() - Duration::seconds(1)),
+            max_age_days: Some(0),
+            rate_limit_tier: None,
+        };
+        assert_eq!(
+            errors_of(vec![], create(bad, ScopeSet::ALL)).await,
+            [
+                "expires_at",
+                "ip_allowlist.0",
+                "ip_allowlist.2",
+                "max_age_days",
+                "name",
+                "scopes.1"
+            ]
+        );
+        let empty = ApiKeySettings {
+            scopes: vec![],
+            ..settings()
+        };
+        assert_eq!(
+            errors_of(vec![], create(empty, ScopeSet::ALL)).await,
+            ["scopes"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_cannot_exceed_its_grantor() {
+        let grantor = ScopeSet::parse(&["projects:read"]).expect("scopes");
+        let wide = ApiKeySettings {
+            scopes: vec!["projects:read".into(), "projects:*".into()],
+            ..settings()
+        };
+        assert_eq!(errors_of(vec![], create(wide, grantor)).await, ["scopes.1"]);
+    }
+
+    #[tokio::test]
+    async fn rotation_grace_is_bounded_and_happens_once() {
+        let rotate = |hours| ApiKeyCommand::RotateApiKey {
+            replaced_by: "key_new".into(),
+            grace_period_hours: hours,
+            now: now(),
+        };
+        KeyTest::with(())
+            .given(vec![created()])
+            .when_async(rotate(24))
+            .await
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyRotated {
+                replaced_by: "key_new".into(),
+                grace_period_ends_at: now() + Duration::hours(24),
+            }]);
+        assert_eq!(
+            errors_of(vec![created()], rotate(169)).await,
+            ["grace_period_hours"]
+        );
+        let result = KeyTest::with(())
+            .given(vec![
+                created(),
+                ApiKeyEvent::ApiKeyRotated {
+                    replaced_by: "key_new".into(),
+                    grace_period_ends_at: now() + Duration::hours(1),
+                },
+            ])
+            .when_async(rotate(1))
+            .await
+            .inspect_result();
+        assert!(matches!(result, Err(DomainError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn revoked_keys_are_gone() {
+        KeyTest::with(())
+            .given(vec![created(), ApiKeyEvent::ApiKeyRevoked])
+            .when_async(ApiKeyCommand::RevokeApiKey)
+            .await
+            .then_expect_error(DomainError::NotFound("api key"));
+    }
+
+    #[tokio::test]
+    async fn update_records_what_changed() {
+        KeyTest::with(())
+            .given(vec![created()])
+            .when_async(ApiKeyCommand::UpdateApiKey {
+                patch: ApiKeyPatch {
+                    name: Some("CI deploy".into()),
+                    max_age_days: Some(None),
+                    ..ApiKeyPatch::default()
+                },
+                grantor: ScopeSet::ALL,
+                now: now(),
+            })
+            .await
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyUpdated {
+                settings: ApiKeySettings {
+                    name: "CI deploy".into(),
+                    max_age_days: None,
+                    ..settings()
+                },
+                changed: vec!["name".into(), "max_age_days".into()],
+            }]);
+    }
+
+    #[tokio::test]
+    async fn grace_end_is_recorded_once_when_due() {
+        let rotated = ApiKeyEvent::ApiKeyRotated {
+            replaced_by: "key_new".into(),
+            grace_period_ends_at: now(),
+        };
+        KeyTest::with(())
+            .given(vec![created(), rotated.clone()])
+            .when_async(ApiKeyCommand::ExpireRotatedKey { now: now() })
+            .await
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyExpiredByRotation]);
+        KeyTest::with(())
+            .given(vec![
+                created(),
+                rotated,
+                ApiKeyEvent::ApiKeyExpiredByRotation,
+            ])
+            .when_async(ApiKeyCommand::ExpireRotatedKey { now: now() })
+            .await
+            .then_expect_events(vec![]);
+    }
+}
