@@ -19,6 +19,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::auth::router())
         .merge(routes::workspaces::router())
+        .merge(routes::api_keys::router())
         .split_for_parts()
 }
 
@@ -31,6 +32,10 @@ pub fn app(state: AppState) -> Router {
         "/openapi.json",
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi_json) }),
     );
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::auth::authenticate,
+    ));
     Router::new()
         .nest("/api/v1", api)
         .merge(routes::ops::router())

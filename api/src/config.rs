@@ -37,6 +37,11 @@ pub struct Config {
     pub db_pool_size: u32,
     /// `PULSAR_READY_MAX_LAG`: events a subscriber may be behind and still be ready.
     pub ready_max_lag: i64,
+    /// `PULSAR_MAINTENANCE_INTERVAL_MS`: how often background upkeep runs (expiring rotated
+    /// keys, flushing usage counters).
+    pub maintenance_interval: Duration,
+    /// `PULSAR_RATE_LIMIT_SCALE`: multiplies every tier's requests per minute.
+    pub rate_limit_scale: f64,
     /// `PULSAR_LOG`: tracing filter, e.g. `info,pulsar_api=debug`.
     pub log: String,
     /// `PULSAR_LOG_FORMAT`: `text` or `json`.
@@ -70,6 +75,8 @@ impl Default for Config {
             consistency_timeout: Duration::from_millis(2000),
             db_pool_size: 32,
             ready_max_lag: 10_000,
+            rate_limit_scale: 1.0,
+            maintenance_interval: Duration::from_secs(2),
             log: "info".into(),
             log_json: false,
         }
@@ -130,6 +137,8 @@ Environment (all optional):
   PULSAR_CONSISTENCY_TIMEOUT_MS   read-your-writes wait bound [2000]
   PULSAR_DB_POOL_SIZE             PostgreSQL connections [32]
   PULSAR_READY_MAX_LAG            events a projection may lag and stay ready [10000]
+  PULSAR_MAINTENANCE_INTERVAL_MS  background upkeep period [2000]
+  PULSAR_RATE_LIMIT_SCALE         multiplies every tier's requests per minute [1]
   PULSAR_LOG                      log filter [info]
   PULSAR_LOG_FORMAT               text or json [text]";
 
@@ -207,6 +216,18 @@ Environment (all optional):
         }
         if let Some((name, value)) = get("PULSAR_READY_MAX_LAG") {
             config.ready_max_lag = number(name, &value, 0, i64::MAX as u64)? as i64;
+        }
+        if let Some((name, value)) = get("PULSAR_MAINTENANCE_INTERVAL_MS") {
+            config.maintenance_interval =
+                Duration::from_millis(number(name, &value, 10, 3_600_000)?);
+        }
+        if let Some((name, value)) = get("PULSAR_RATE_LIMIT_SCALE") {
+            config.rate_limit_scale = value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 1000.0)
+                .ok_or_else(|| fail(name, format!("`{value}` is not a factor from 0 to 1000")))?;
         }
         if let Some((_, value)) = get("PULSAR_LOG") {
             config.log = value;

@@ -19,6 +19,15 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// The key is older than its `max_age_days` policy.
+    #[error("key rotation required")]
+    KeyRotationRequired,
+    /// The client IP is outside the key's allowlist.
+    #[error("ip not allowed")]
+    IpNotAllowed,
+    /// Over the tier's rate limit.
+    #[error("rate limit exceeded")]
+    RateLimited(crate::rate_limit::Decision),
     #[error("{0}")]
     AccessDenied(String),
     #[error("{0}")]
@@ -58,7 +67,9 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::KeyRotationRequired => StatusCode::UNAUTHORIZED,
+            Self::IpNotAllowed => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -76,6 +87,9 @@ impl Error {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
+            Self::KeyRotationRequired => "key_rotation_required",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::RateLimited(_) => "rate_limit_exceeded",
             Self::AccessDenied(_) => "access_denied",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -99,6 +113,17 @@ impl Error {
                 "The request body must be JSON, sent with Content-Type: application/json.".into()
             }
             Self::Internal(_) => "Something went wrong on our side.".into(),
+            Self::KeyRotationRequired => {
+                "This key is older than its maximum age; rotate it to keep using the API.".into()
+            }
+            Self::IpNotAllowed => {
+                "Requests from this IP address are not allowed for this key.".into()
+            }
+            Self::RateLimited(d) => format!(
+                "Rate limit of {} requests per minute exceeded; retry in {} s.",
+                d.limit,
+                d.retry_after.as_secs_f64().ceil()
+            ),
             other => other.to_string(),
         }
     }
@@ -132,6 +157,21 @@ impl IntoResponse for Error {
                 extra.insert("errors".into(), json!(errors.fields()));
                 Some(extra)
             }
+            Self::RateLimited(decision) => {
+                let mut extra = Map::new();
+                extra.insert(
+                    "retry_after".into(),
+                    json!(decision.retry_after.as_secs_f64().ceil() as u64),
+                );
+                extra.insert("limit".into(), json!(decision.limit));
+                extra.insert("remaining".into(), json!(decision.remaining));
+                extra.insert(
+                    "reset_at".into(),
+                    json!(chrono::DateTime::from_timestamp(decision.reset_at, 0)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))),
+                );
+                Some(extra)
+            }
             _ => None,
         };
         let body = envelope(self.code(), &self.message(), extra);
@@ -139,6 +179,13 @@ impl IntoResponse for Error {
         response
             .extensions_mut()
             .insert(crate::request_id::ErrorEnvelope);
+        if let Self::RateLimited(decision) = &self {
+            crate::auth::rate_limit_headers(response.headers_mut(), decision);
+            let seconds = decision.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert("retry-after", value);
+            }
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

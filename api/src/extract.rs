@@ -205,3 +205,44 @@ mod tests {
         assert_eq!(run(r#"{"name": "a", "x": 1}"#).0, "x");
     }
 }
+
+/// A JSON body that may be absent: an empty body (any or no content type) is
+/// `T::default()`; a present one follows [`Json`]'s rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
+        let declared_empty = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        let has_type = request.headers().contains_key(CONTENT_TYPE);
+        if declared_empty
+            || (!has_type
+                && !request
+                    .headers()
+                    .contains_key(axum::http::header::TRANSFER_ENCODING))
+        {
+            return Ok(OptionalJson(T::default()));
+        }
+        Json::<T>::from_request(request, state)
+            .await
+            .map(|Json(v)| OptionalJson(v))
+    }
+}
+
+/// Deserializes a field that distinguishes absent (`None`) from `null` (`Some(None)`).
+pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}

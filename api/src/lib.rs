@@ -14,6 +14,7 @@
 pub mod app;
 pub mod auth;
 pub mod claims;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod db;
@@ -22,10 +23,12 @@ pub mod extract;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod runtime;
 pub mod state;
+pub mod usage;
 
 pub use app::app;
 pub use config::Config;

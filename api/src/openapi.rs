@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "auth", description = "Sign-up, login and sessions"),
         (name = "workspaces", description = "Workspaces and their members"),
+        (name = "api-keys", description = "Scoped API keys: create, rotate with grace, revoke"),
     )
 )]
 pub struct ApiDoc;

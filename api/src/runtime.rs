@@ -1,6 +1,13 @@
 //! Starting and stopping the parts of a Pulsar process around one database pool.
 
+use std::time::Duration;
+
+use pulsar_domain::api_key::{ApiKey, ApiKeyCommand};
+use pulsar_domain::ids::{self, prefix};
+use pulsar_domain::{Actor, EventMetadata};
+use pulsar_projections::api_keys::{self, ApiKeysProjection};
 use pulsar_projections::identity::{self, IdentityProjection};
+use pulsar_projections::key_table::{self, KeyTable};
 use pulsar_projections::subscription::SubscriptionConfig;
 use pulsar_projections::Subscriptions;
 use sqlx::PgPool;
@@ -17,7 +24,7 @@ pub enum Role {
     All,
     /// API only; follows the projections other processes run.
     Api,
-    /// Projections only (the API still answers health and metrics).
+    /// Projections and upkeep only (the API still answers health and metrics).
     Projector,
 }
 
@@ -36,6 +43,9 @@ impl Role {
     }
 }
 
+/// The durable read models, by subscriber name.
+const READ_MODELS: [&str; 2] = [identity::NAME, api_keys::NAME];
+
 /// The running background parts and the state handlers share.
 #[derive(Debug)]
 pub struct Runtime {
@@ -44,13 +54,19 @@ pub struct Runtime {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Why a runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the key table did not load within {0:?}")]
+    KeyTable(Duration),
+}
+
 impl Runtime {
-    /// Migrates the database and starts the subscriptions.
-    pub async fn start(
-        config: Config,
-        pool: PgPool,
-        role: Role,
-    ) -> Result<Self, sqlx::migrate::MigrateError> {
+    /// Migrates the database, starts the subscriptions and upkeep, and returns once the
+    /// key table is loaded (so no valid key is refused right after a start).
+    pub async fn start(config: Config, pool: PgPool, role: Role) -> Result<Self, StartError> {
         Self::start_with(config, pool, role, SubscriptionConfig::default()).await
     }
 
@@ -60,17 +76,41 @@ impl Runtime {
         pool: PgPool,
         role: Role,
         subscription_config: SubscriptionConfig,
-    ) -> Result<Self, sqlx::migrate::MigrateError> {
+    ) -> Result<Self, StartError> {
         crate::db::migrate(&pool).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let subscriptions = Subscriptions::new(pool.clone(), subscription_config, shutdown_rx);
-        let mut tasks = vec![subscriptions.spawn_listener()];
+        let subscriptions =
+            Subscriptions::new(pool.clone(), subscription_config, shutdown_rx.clone());
+        let key_table = KeyTable::new();
+        let mut tasks = vec![
+            subscriptions.spawn_listener(),
+            subscriptions.spawn_local(key_table.clone()),
+        ];
         if role.projects() {
             tasks.push(subscriptions.spawn(IdentityProjection));
+            tasks.push(subscriptions.spawn(ApiKeysProjection));
         } else {
-            tasks.push(subscriptions.follow(identity::NAME));
+            tasks.extend(READ_MODELS.map(|name| subscriptions.follow(name)));
         }
-        let state = AppState::new(config, pool, subscriptions);
+        let interval = config.maintenance_interval;
+        let state = AppState::new(config, pool, subscriptions.clone(), key_table);
+        tasks.push(tokio::spawn(flush_usage(
+            state.clone(),
+            interval,
+            shutdown_rx.clone(),
+        )));
+        if role.projects() {
+            tasks.push(tokio::spawn(expire_rotated_keys(
+                state.clone(),
+                interval,
+                shutdown_rx,
+            )));
+        }
+        let load = Duration::from_secs(60);
+        if !subscriptions.wait_caught_up(key_table::NAME, load).await {
+            let _ = shutdown.send(true);
+            return Err(StartError::KeyTable(load));
+        }
         Ok(Self {
             state,
             shutdown,
@@ -78,11 +118,75 @@ impl Runtime {
         })
     }
 
-    /// Stops the subscriptions after their current batch and waits for them.
+    /// Stops the background tasks after their current step and waits for them (usage
+    /// counters are flushed one last time).
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+    }
+}
+
+/// Writes the in-memory usage counters every `interval`, and once more at shutdown.
+async fn flush_usage(state: AppState, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if let Err(error) = state.usage.flush(&state.pool).await {
+            tracing::warn!(%error, "could not flush key usage; keeping the counts for the next try");
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Records the end of rotation grace periods as events. The keys stopped working at
+/// the deadline already (the key table checks it on every request); this makes the
+/// fact part of the audit trail and the read model.
+async fn expire_rotated_keys(
+    state: AppState,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let now = state.clock.now();
+        let due: Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT id FROM api_keys WHERE grace_period_ends_at <= $1
+               AND expired_at IS NULL AND revoked_at IS NULL LIMIT 500",
+        )
+        .bind(now)
+        .fetch_all(&state.pool)
+        .await;
+        let due = match due {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "could not look for expired rotations");
+                continue;
+            }
+        };
+        for key_id in due {
+            let metadata = EventMetadata {
+                actor: Actor::system(),
+                request_id: ids::new_id(prefix::REQUEST),
+                client_ip: String::new(),
+                user_agent: "pulsar-maintenance".into(),
+            };
+            let command = ApiKeyCommand::ExpireRotatedKey { now };
+            if let Err(error) = state
+                .commands
+                .execute::<ApiKey>(&key_id, command, &metadata, &[])
+                .await
+            {
+                tracing::warn!(%error, key_id, "could not record a rotation's end");
+            }
         }
     }
 }

@@ -2,12 +2,16 @@
 
 use std::sync::Arc;
 
+use pulsar_projections::key_table::KeyTable;
 use pulsar_projections::Subscriptions;
 use sqlx::PgPool;
 
+use crate::clock::Clock;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::usage::KeyUsage;
 
 /// Cheap to clone: everything is behind `Arc`s or is a pool handle.
 #[derive(Clone, Debug)]
@@ -17,10 +21,20 @@ pub struct AppState {
     pub subscriptions: Subscriptions,
     pub commands: Commands,
     pub metrics: Arc<Metrics>,
+    /// Every key, kept current from the log: verification needs no database.
+    pub key_table: Arc<KeyTable>,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub usage: Arc<KeyUsage>,
+    pub clock: Arc<Clock>,
 }
 
 impl AppState {
-    pub fn new(config: Config, pool: PgPool, subscriptions: Subscriptions) -> Self {
+    pub fn new(
+        config: Config,
+        pool: PgPool,
+        subscriptions: Subscriptions,
+        key_table: Arc<KeyTable>,
+    ) -> Self {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::default());
         let commands = Commands::new(
@@ -30,11 +44,15 @@ impl AppState {
             metrics.clone(),
         );
         Self {
+            rate_limiter: Arc::new(RateLimiter::new(config.rate_limit_scale)),
             config,
             pool,
             subscriptions,
             commands,
             metrics,
+            key_table,
+            usage: Arc::default(),
+            clock: Arc::default(),
         }
     }
 }

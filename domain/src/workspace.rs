@@ -47,6 +47,18 @@ impl Tier {
     pub fn parse(value: &str) -> Option<Tier> {
         Self::ALL.into_iter().find(|t| t.as_str() == value)
     }
+
+    /// API.md's rate limits: requests per minute, and the burst allowed on top of them
+    /// as a percentage of that limit.
+    pub fn rate_limit(self) -> (u32, u32) {
+        match self {
+            Self::Free => (60, 0),
+            Self::Starter => (1_000, 20),
+            Self::Pro => (5_000, 30),
+            Self::Agency => (20_000, 50),
+            Self::Enterprise => (100_000, 100),
+        }
+    }
 }
 
 /// Workspace settings (API.md: `{timezone, locale}`).

@@ -14,8 +14,12 @@
 //!   status for `/readyz` and `/metrics`, and read-your-writes waiting.
 //! - [`list`]: the list machinery (pagination, filters, sort, full text) over read models.
 //! - [`identity`]: users, workspaces and members read models.
+//! - [`api_keys`]: the API keys read model.
+//! - [`key_table`]: the in-memory key table every process verifies keys against.
 
+pub mod api_keys;
 pub mod identity;
+pub mod key_table;
 pub mod list;
 pub mod log;
 pub mod position;
@@ -23,4 +27,4 @@ pub mod subscription;
 
 pub use log::StoredEvent;
 pub use position::Position;
-pub use subscription::{Projection, ProjectionError, Subscriptions};
+pub use subscription::{LocalProjection, Projection, ProjectionError, Subscriptions};

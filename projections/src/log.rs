@@ -83,22 +83,56 @@ pub async fn read_after(
     after: Position,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, ProjectionError> {
-    let rows = sqlx::query(
-        // The text alias must not be called `transaction_id`: ORDER BY would then sort by
-        // the text ('1000' < '999') instead of the xid8 column.
-        "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
+    read(conn, after, None, limit).await
+}
+
+/// As [`read_after`], only events of one aggregate type (same order, same horizon).
+pub async fn read_after_of_type(
+    conn: &mut PgConnection,
+    after: Position,
+    aggregate_type: &str,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    read(conn, after, Some(aggregate_type), limit).await
+}
+
+async fn read(
+    conn: &mut PgConnection,
+    after: Position,
+    aggregate_type: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    // The text alias must not be called `transaction_id`: ORDER BY would then sort by
+    // the text ('1000' < '999') instead of the xid8 column. Two statements rather than
+    // an `$4 IS NULL OR …` so each gets a plan that uses its index.
+    const ALL: &str = "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
                 aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY events.transaction_id, events.global_position
-          LIMIT $3",
-    )
+          LIMIT $3";
+    const OF_TYPE: &str = "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
+                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at
+           FROM events
+          WHERE aggregate_type = $4
+            AND (transaction_id, global_position) > ($1::text::xid8, $2)
+            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY events.aggregate_type, events.transaction_id, events.global_position
+          LIMIT $3";
+    let query = sqlx::query(if aggregate_type.is_some() {
+        OF_TYPE
+    } else {
+        ALL
+    })
     .bind(after.transaction_text())
     .bind(after.global_position)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    .bind(limit);
+    let query = match aggregate_type {
+        Some(aggregate_type) => query.bind(aggregate_type),
+        None => query,
+    };
+    let rows = query.fetch_all(&mut *conn).await?;
     rows.iter().map(StoredEvent::from_row).collect()
 }
 
@@ -124,4 +158,23 @@ pub async fn position_of_latest(
         Ok((position, row.try_get("sequence")?))
     })
     .transpose()
+}
+
+/// One aggregate's events in order, as audit entries (`position`, `event_type`, `payload`,
+/// `metadata`, `recorded_at`, ...). Payloads never hold secrets, so they are shown whole.
+pub async fn history(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<Value>, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT jsonb_build_object('position', global_position, 'sequence', sequence,
+                'event_type', event_type, 'event_version', event_version, 'payload', payload,
+                'metadata', metadata, 'recorded_at', rfc3339(recorded_at))
+           FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(pool)
+    .await?)
 }

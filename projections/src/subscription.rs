@@ -57,6 +57,24 @@ pub trait Projection: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 }
 
+/// An in-memory view every process keeps for itself (no lock, no stored checkpoint):
+/// it reads one aggregate type's events from the start of the log at boot and then
+/// tails it. Used where a database round trip per request is too much (the key table).
+pub trait LocalProjection: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// The only aggregate type it reads.
+    fn aggregate_type(&self) -> &'static str;
+
+    /// Applies a batch in log order. It may read the database (e.g. secret hashes); an
+    /// error retries the same batch.
+    fn apply(
+        &self,
+        pool: &PgPool,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+}
+
 /// Why a batch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -114,6 +132,8 @@ pub struct SubscriptionStatus {
     pub consecutive_failures: u32,
     pub failures_total: u64,
     pub stuck: bool,
+    /// The last batch came back short: the subscriber had reached the log's head.
+    pub caught_up: bool,
     pub last_error: Option<String>,
     pub last_applied_at: Option<DateTime<Utc>>,
 }
@@ -352,19 +372,27 @@ impl Subscriptions {
 
     /// Runs `projection` as an active subscriber (it applies events when it holds the lock).
     pub fn spawn<P: Projection>(&self, projection: P) -> JoinHandle<()> {
-        self.start(projection.name(), Some(Arc::new(projection)))
+        self.start::<P, NoLocal>(projection.name(), Source::Durable(Arc::new(projection)))
     }
 
     /// Follows the checkpoint of a subscriber that another process runs, so that
     /// read-your-writes waits work on API-only nodes.
     pub fn follow(&self, name: &'static str) -> JoinHandle<()> {
-        self.start::<NoProjection>(name, None)
+        self.start::<NoProjection, NoLocal>(name, Source::Follow)
     }
 
-    fn start<P: Projection>(
+    /// Runs an in-memory projection of this process.
+    pub fn spawn_local<L: LocalProjection>(&self, projection: L) -> JoinHandle<()> {
+        self.start::<NoProjection, L>(
+            projection.name(),
+            Source::Local(Arc::new(projection), Mutex::new(Position::ZERO)),
+        )
+    }
+
+    fn start<P: Projection, L: LocalProjection>(
         &self,
         name: &'static str,
-        projection: Option<Arc<P>>,
+        source: Source<P, L>,
     ) -> JoinHandle<()> {
         let entry = Arc::new(Entry {
             position: watch::channel(Position::ZERO).0,
@@ -377,6 +405,7 @@ impl Subscriptions {
                 consecutive_failures: 0,
                 failures_total: 0,
                 stuck: false,
+                caught_up: false,
                 last_error: None,
                 last_applied_at: None,
             }),
@@ -388,14 +417,14 @@ impl Subscriptions {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name, entry.clone());
         let this = self.clone();
-        tokio::spawn(async move { this.run(name, projection, entry).await })
+        tokio::spawn(async move { this.run(name, source, entry).await })
     }
 
     #[tracing::instrument(name = "subscription", skip_all, fields(subscriber = name))]
-    async fn run<P: Projection>(
+    async fn run<P: Projection, L: LocalProjection>(
         self,
         name: &'static str,
-        projection: Option<Arc<P>>,
+        source: Source<P, L>,
         entry: Arc<Entry>,
     ) {
         let config = &self.inner.config;
@@ -408,7 +437,17 @@ impl Subscriptions {
             }
             wake.mark_unchanged();
             let started = Instant::now();
-            match self.batch(name, projection.as_deref(), &entry).await {
+            let batch = match &source {
+                Source::Durable(projection) => {
+                    self.batch(name, Some(projection.as_ref()), &entry).await
+                }
+                Source::Follow => self.batch::<P>(name, None, &entry).await,
+                Source::Local(projection, position) => {
+                    self.local_batch(projection.as_ref(), position, &entry)
+                        .await
+                }
+            };
+            match batch {
                 Ok(batch) => {
                     backoff = Duration::from_millis(100);
                     let (state, position, count) = match batch {
@@ -424,6 +463,7 @@ impl Subscriptions {
                         s.events_applied += count as u64;
                         s.consecutive_failures = 0;
                         s.stuck = false;
+                        s.caught_up = (count as i64) < config.batch_size;
                         if count > 0 {
                             s.last_applied_at = Some(Utc::now());
                         }
@@ -553,6 +593,43 @@ impl Subscriptions {
         })
     }
 
+    async fn local_batch<L: LocalProjection>(
+        &self,
+        projection: &L,
+        position: &Mutex<Position>,
+        entry: &Entry,
+    ) -> Result<Batch, ProjectionError> {
+        let after = *position.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = self.inner.pool.acquire().await?;
+        let events = log::read_after_of_type(
+            &mut conn,
+            after,
+            projection.aggregate_type(),
+            self.inner.config.batch_size,
+        )
+        .await?;
+        drop(conn);
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(Batch::Applied {
+                count: 0,
+                position: after,
+            });
+        };
+        projection.apply(&self.inner.pool, &events).await?;
+        *position.lock().unwrap_or_else(|e| e.into_inner()) = last;
+        let now = Utc::now();
+        for event in &events {
+            let lag = (now - event.recorded_at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX);
+            entry.lag.record(lag as f64 / 1000.0);
+        }
+        Ok(Batch::Applied {
+            count: events.len(),
+            position: last,
+        })
+    }
+
     /// Waits until every named subscriber has applied the log up to `position`, or the
     /// timeout passes. Returns whether they all got there. Woken by the subscribers, not
     /// by sleeping.
@@ -575,6 +652,23 @@ impl Subscriptions {
             }
         }
         true
+    }
+
+    /// Waits until the named subscriber has once read up to the log's head (e.g. the key
+    /// table after start, before the process serves requests).
+    pub async fn wait_caught_up(&self, name: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self
+                .statuses()
+                .iter()
+                .any(|s| s.name == name && s.caught_up)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 
     /// Every subscriber's status, sorted by name.
@@ -615,6 +709,33 @@ impl Subscriptions {
             return Ok(Position::ZERO);
         };
         Position::from_db(row.try_get("tx")?, row.try_get("pos")?).map_err(ProjectionError::Decode)
+    }
+}
+
+/// Where a subscription's events go.
+enum Source<P, L> {
+    /// A read model in PostgreSQL, with a stored checkpoint and a lock.
+    Durable(Arc<P>),
+    /// Another process's durable subscriber, followed through its checkpoint.
+    Follow,
+    /// An in-memory view of this process, with its position in memory.
+    Local(Arc<L>, Mutex<Position>),
+}
+
+/// Stand-in type where a runner has no local projection.
+struct NoLocal;
+
+impl LocalProjection for NoLocal {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn aggregate_type(&self) -> &'static str {
+        ""
+    }
+
+    async fn apply(&self, _: &PgPool, _: &[StoredEvent]) -> Result<(), ProjectionError> {
+        Ok(())
     }
 }
 

@@ -38,6 +38,9 @@ pub fn test_config() -> Config {
     Config {
         max_body_bytes: 64 * 1024,
         db_pool_size: 10,
+        // Tests that are not about rate limits must not trip over them.
+        rate_limit_scale: 100.0,
+        maintenance_interval: Duration::from_millis(100),
         ..Config::default()
     }
 }

@@ -73,7 +73,8 @@ pub struct WorkspaceRefOut {
     pub id: String,
     pub name: String,
     pub slug: String,
-    pub role: String,
+    /// The user's role; `null` for a key's session (a key has scopes, not a role).
+    pub role: Option<String>,
 }
 
 /// A session: the login, sign-up and `GET /auth/session` payload.
@@ -106,7 +107,7 @@ async fn session_out(
                     id: workspace_id,
                     name: row.try_get("name")?,
                     slug: row.try_get("slug")?,
-                    role: role.as_str().to_string(),
+                    role: Some(role.as_str().to_string()),
                 }),
                 role.scopes().to_strings(),
             )
@@ -216,7 +217,7 @@ async fn signup(
         "workspace_name",
     )
     .await?;
-    let (token, expires_at) = auth::create_session(&state.pool, &user_id).await?;
+    let (token, expires_at) = auth::create_session(&state.pool, Some(&user_id), None).await?;
     let out = session_out(&state, token, expires_at, user_out(user_id, name, email)).await?;
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
@@ -224,11 +225,17 @@ async fn signup(
 /// Exchange credentials for a session token (one hour, sliding).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginIn,
     responses((status = 200, body = SessionOut), (status = 401, body = ErrorOut), (status = 422, body = ErrorOut)))]
-async fn login(State(state): State<AppState>, Json(input): Json<LoginIn>) -> Result<Response> {
+async fn login(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Json(input): Json<LoginIn>,
+) -> Result<Response> {
     let invalid = || Error::Unauthorized("The credentials are invalid.".into());
     let (email, password) = match (input.email, input.password, input.api_key, input.api_secret) {
         (Some(email), Some(password), None, None) => (email, password),
-        (None, None, Some(_), Some(_)) => return Err(invalid()),
+        (None, None, Some(api_key), Some(api_secret)) => {
+            return key_login(&state, &context, &api_key, &api_secret).await;
+        }
         _ => {
             return Err(Error::invalid(
                 "body",
@@ -259,7 +266,7 @@ async fn login(State(state): State<AppState>, Json(input): Json<LoginIn>) -> Res
         .fetch_optional(&state.pool)
         .await?
         .ok_or_else(invalid)?;
-    let (token, expires_at) = auth::create_session(&state.pool, &user_id).await?;
+    let (token, expires_at) = auth::create_session(&state.pool, Some(&user_id), None).await?;
     let out = session_out(
         &state,
         token,
@@ -268,6 +275,59 @@ async fn login(State(state): State<AppState>, Json(input): Json<LoginIn>) -> Res
     )
     .await?;
     Ok(axum::Json(out).into_response())
+}
+
+/// `{apiKey, apiSecret}` → a session carrying the key's scopes, allowlist and tier, which
+/// dies with the key. The whole policy chain applies, so a key refused at the door
+/// cannot trade itself for a session.
+async fn key_login(
+    state: &AppState,
+    context: &RequestContext,
+    api_key: &str,
+    api_secret: &str,
+) -> Result<Response> {
+    let parsed = pulsar_domain::keys::parse_pair(api_key, api_secret)
+        .map_err(|_| Error::Unauthorized("The credentials are invalid.".into()))?;
+    let entry =
+        auth::verify_key(state, parsed, context.client_ip.0).map_err(|error| match error {
+            Error::Unauthorized(_) => Error::Unauthorized("The credentials are invalid.".into()),
+            other => other,
+        })?;
+    let (token, expires_at) = auth::create_session(&state.pool, None, Some(&entry.key_id)).await?;
+    Ok(axum::Json(key_session_out(state, token, expires_at, &entry).await?).into_response())
+}
+
+async fn key_session_out(
+    state: &AppState,
+    token: String,
+    expires_at: DateTime<Utc>,
+    entry: &pulsar_projections::key_table::KeyEntry,
+) -> Result<SessionOut> {
+    let row = sqlx::query("SELECT name, slug FROM workspaces WHERE id = $1")
+        .bind(&entry.workspace_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let primary_workspace = match row {
+        Some(row) => Some(WorkspaceRefOut {
+            id: entry.workspace_id.clone(),
+            name: row.try_get("name")?,
+            slug: row.try_get("slug")?,
+            role: None,
+        }),
+        None => None,
+    };
+    Ok(SessionOut {
+        token,
+        expires_at,
+        principal: PrincipalOut {
+            principal_type: "api_key".into(),
+            id: entry.key_id.clone(),
+            name: Some(entry.name.clone()),
+            email: None,
+        },
+        primary_workspace,
+        scopes: entry.scopes.to_strings(),
+    })
 }
 
 /// The session behind the presented token.
@@ -285,21 +345,27 @@ async fn session(
         .and_then(|v| v.split_once(' '))
         .map(|(_, token)| token.trim().to_string())
         .unwrap_or_default();
-    let expires_at = principal
-        .session_expires_at
+    let session = principal
+        .session
+        .as_ref()
         .ok_or_else(|| Error::BadRequest("This credential is not a session token.".into()))?;
-    let out = session_out(
-        &state,
-        token,
-        expires_at,
-        PrincipalOut {
-            principal_type: "user".into(),
-            id: principal.id.clone(),
-            name: principal.name.clone(),
-            email: principal.email.clone(),
-        },
-    )
-    .await?;
+    let out = match principal.key() {
+        Some(entry) => key_session_out(&state, token, session.expires_at, entry).await?,
+        None => {
+            session_out(
+                &state,
+                token,
+                session.expires_at,
+                PrincipalOut {
+                    principal_type: "user".into(),
+                    id: principal.id.clone(),
+                    name: principal.name.clone(),
+                    email: principal.email.clone(),
+                },
+            )
+            .await?
+        }
+    };
     Ok(axum::Json(out).into_response())
 }
 
@@ -308,11 +374,11 @@ async fn session(
     responses((status = 204), (status = 401, body = ErrorOut)),
     security(("bearer" = [])))]
 async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response> {
-    let hash = principal
-        .session_hash
+    let session = principal
+        .session
         .ok_or_else(|| Error::BadRequest("This credential is not a session token.".into()))?;
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-        .bind(hash)
+        .bind(session.token_hash)
         .execute(&state.pool)
         .await?;
     Ok(no_content())

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::extract::QueryPairs;
 use crate::state::AppState;
 
+pub mod api_keys;
 pub mod auth;
 pub mod ops;
 pub mod workspaces;

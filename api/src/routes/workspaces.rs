@@ -235,18 +235,55 @@ pub struct MemberPatch {
     pub role: Role,
 }
 
-/// One workspace as `user_id` sees it.
-async fn workspace_item(state: &AppState, workspace_id: &str, user_id: &str) -> Result<Value> {
-    list::fetch_one(
-        &state.pool,
-        &WORKSPACES,
-        &[
-            ("w.id", workspace_id.to_string()),
-            ("m.user_id", user_id.to_string()),
-        ],
-    )
-    .await?
-    .ok_or_else(|| Error::not_found("Workspace"))
+/// A key's own workspace: no membership, so no role.
+static KEY_WORKSPACE: ListSpec = ListSpec {
+    from: "workspaces w",
+    item: "jsonb_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'tier', w.tier,
+            'settings', w.settings, 'pixel_id', w.pixel_id, 'role', NULL,
+            'created_by', w.created_by, 'created_at', rfc3339(w.created_at),
+            'updated_at', rfc3339(w.updated_at))",
+    id: "w.id",
+    sortable: &[Column {
+        name: "created_at",
+        sql: "w.created_at",
+    }],
+    filters: &[],
+    created_at: None,
+    updated_at: None,
+    search: None,
+    fields: &[],
+    includes: &[],
+    default_sort: "created_at",
+};
+
+/// One workspace as `principal` sees it.
+async fn workspace_item(
+    state: &AppState,
+    workspace_id: &str,
+    principal: &Principal,
+) -> Result<Value> {
+    let item = match principal.kind {
+        crate::auth::PrincipalKind::User => {
+            list::fetch_one(
+                &state.pool,
+                &WORKSPACES,
+                &[
+                    ("w.id", workspace_id.to_string()),
+                    ("m.user_id", principal.id.clone()),
+                ],
+            )
+            .await?
+        }
+        crate::auth::PrincipalKind::ApiKey(_) => {
+            list::fetch_one(
+                &state.pool,
+                &KEY_WORKSPACE,
+                &[("w.id", workspace_id.to_string())],
+            )
+            .await?
+        }
+    };
+    item.ok_or_else(|| Error::not_found("Workspace"))
 }
 
 async fn member_item(state: &AppState, workspace_id: &str, user_id: &str) -> Result<Value> {
@@ -344,7 +381,7 @@ async fn list_workspaces(
 ) -> Result<Response> {
     let scope = match &principal.kind {
         crate::auth::PrincipalKind::User => vec![("m.user_id", principal.id.clone())],
-        crate::auth::PrincipalKind::ApiKey { .. } => {
+        crate::auth::PrincipalKind::ApiKey(_) => {
             return Err(Error::AccessDenied(
                 "API keys act in their own workspace only.".into(),
             ))
@@ -377,7 +414,7 @@ async fn create_workspace(
     .await?;
     Ok(created(
         "Workspace created successfully.",
-        workspace_item(&state, &id, user_id).await?,
+        workspace_item(&state, &id, &principal).await?,
     ))
 }
 
@@ -403,7 +440,7 @@ async fn get_workspace(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let auth = member_auth(&state, &principal, &id, READ).await?;
-    Ok(data(workspace_item(&state, &id, &auth.principal.id).await?))
+    Ok(data(workspace_item(&state, &id, &auth.principal).await?))
 }
 
 /// Rename a workspace or change its settings (`workspaces:write`).
@@ -429,7 +466,7 @@ async fn update_workspace(
         .commands
         .execute::<Workspace>(&id, command, &auth.metadata(), &[identity::NAME])
         .await?;
-    Ok(data(workspace_item(&state, &id, &auth.principal.id).await?))
+    Ok(data(workspace_item(&state, &id, &auth.principal).await?))
 }
 
 /// Delete a workspace (`workspaces:delete`, owners only).
@@ -498,7 +535,7 @@ async fn add_member(
     let command = WorkspaceCommand::AddMember {
         user_id: user_id.clone(),
         role: input.role,
-        by: auth.role.unwrap_or(Role::Admin),
+        by: auth.acting_role(),
     };
     state
         .commands
@@ -526,7 +563,7 @@ async fn update_member(
     let command = WorkspaceCommand::ChangeMemberRole {
         user_id: user_id.clone(),
         role: input.role,
-        by: auth.role.unwrap_or(Role::Admin),
+        by: auth.acting_role(),
     };
     state
         .commands
@@ -548,7 +585,7 @@ async fn remove_member(
     let auth = member_auth(&state, &principal, &id, WRITE).await?;
     let command = WorkspaceCommand::RemoveMember {
         user_id,
-        by: auth.role.unwrap_or(Role::Admin),
+        by: auth.acting_role(),
     };
     state
         .commands

@@ -35,14 +35,23 @@ pub struct Server {
 
 impl Server {
     pub fn spawn(envs: &[(&str, &str)]) -> Server {
+        Self::spawn_logged(envs, None)
+    }
+
+    /// As [`Server::spawn`]; with `log`, stderr (the server's log) goes to that file.
+    pub fn spawn_logged(envs: &[(&str, &str)], log: Option<&std::path::Path>) -> Server {
         let mut command = Command::new(pulsar_binary());
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::inherit(),
+        };
         command
             .arg("serve")
             .env_remove("DATABASE_URL")
             .env("PULSAR_LISTEN", "127.0.0.1:0")
             .env("PULSAR_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (name, value) in envs {
             command.env(name, value);
         }
@@ -132,4 +141,125 @@ async fn serve_with_an_embedded_database_then_restart_on_the_same_data() {
         .expect("join");
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn a_key_revoked_on_one_process_is_refused_by_another_within_a_second() {
+    let db = pulsar_tests::TestDb::new().await;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-clusters");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let logs = [
+        dir.join(format!("a-{}.log", db.name)),
+        dir.join(format!("b-{}.log", db.name)),
+    ];
+    let url = db.url.clone();
+    let spawn = |log: PathBuf| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Server::spawn_logged(
+                &[("DATABASE_URL", &url), ("PULSAR_LOG", "debug")],
+                Some(&log),
+            )
+        })
+    };
+    let a = spawn(logs[0].clone()).await.expect("spawn a");
+    let b = spawn(logs[1].clone()).await.expect("spawn b");
+    let client = reqwest::Client::new();
+    let signup: Value = client
+        .post(format!("{}/api/v1/auth/signup", a.base))
+        .json(&json!({"email": "two@example.com", "password": "correct horse battery", "workspace_name": "Two"}))
+        .send()
+        .await
+        .expect("signup")
+        .json()
+        .await
+        .expect("json");
+    let token = signup["token"].as_str().expect("token");
+    let created: Value = client
+        .post(format!("{}/api/v1/api-keys", a.base))
+        .bearer_auth(token)
+        .json(&json!({"name": "shared", "scopes": ["api-keys:read"]}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let key = created["data"]["key"].as_str().expect("key").to_string();
+    let secret = created["data"]["apiSecret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let id = created["data"]["id"].as_str().expect("id").to_string();
+    let on_b = || {
+        client
+            .get(format!("{}/api/v1/api-keys/{id}", b.base))
+            .bearer_auth(&key)
+            .send()
+    };
+    // B learns of the new key from the log.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = on_b().await.expect("b").status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200, "process B never accepted the key");
+    // A wrong secret on B, to have a failed attempt in B's log too.
+    let wrong = client
+        .get(format!("{}/api/v1/api-keys/{id}", b.base))
+        .header(
+            "x-api-key",
+            created["data"]["apiKey"].as_str().expect("apiKey"),
+        )
+        .header("x-api-secret", "x".repeat(42))
+        .send()
+        .await
+        .expect("b");
+    assert_eq!(wrong.status(), 401);
+
+    let revoked = client
+        .delete(format!("{}/api/v1/api-keys/{id}", a.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), 204);
+    let started = std::time::Instant::now();
+    loop {
+        let status = on_b().await.expect("b").status().as_u16();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "process B still accepted the revoked key after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    for server in [a, b] {
+        let status = tokio::task::spawn_blocking(move || server.terminate())
+            .await
+            .expect("join");
+        assert!(status.success());
+    }
+    // Debug logs of both processes hold no key material.
+    for log in &logs {
+        let text = std::fs::read_to_string(log).expect("log");
+        assert!(
+            text.contains("request"),
+            "the log should have request lines"
+        );
+        assert!(
+            !text.contains(&secret) && !text.contains(&key),
+            "key material in {}",
+            log.display()
+        );
+        let _ = std::fs::remove_file(log);
+    }
+    eprintln!("revocation reached the other process in {elapsed:?}");
 }

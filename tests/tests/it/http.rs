@@ -304,6 +304,10 @@ async fn the_openapi_document_covers_every_route_and_matches_responses() {
         ("/workspaces/{id}", &["get", "patch", "delete"]),
         ("/workspaces/{id}/members", &["get", "post"]),
         ("/workspaces/{id}/members/{user_id}", &["patch", "delete"]),
+        ("/api-keys", &["get", "post"]),
+        ("/api-keys/{id}", &["get", "patch", "delete"]),
+        ("/api-keys/{id}/rotate", &["post"]),
+        ("/api-keys/{id}/history", &["get"]),
     ];
     for (path, methods) in expected {
         for method in *methods {
@@ -345,7 +349,13 @@ async fn health_readiness_and_metrics() {
     }
     ready.expect(200);
     assert_eq!(ready.body["database"], "ok");
-    assert_eq!(ready.body["subscriptions"][0]["name"], "identity");
+    let names: Vec<&str> = ready.body["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["api_keys", "identity", "key_table"]);
     app.signup("metrics@example.com", "Metrics").await;
     let metrics = app.call("GET", "/metrics", None, None, &[]).await;
     metrics.expect(200);

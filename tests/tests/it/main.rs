@@ -1,6 +1,7 @@
 //! End-to-end tests against real PostgreSQL. One test binary, so one throwaway cluster
 //! per run; each test gets its own database.
 
+mod api_keys;
 mod binary;
 mod http;
 mod identity;

@@ -1,0 +1,126 @@
+//! The `api_keys` projection: the `api_keys` read model lists and audits are served from.
+
+use chrono::SubsecRound;
+use cqrs_es::Aggregate;
+use pulsar_domain::api_key::{ApiKey, ApiKeyEvent};
+use sqlx::PgConnection;
+
+use crate::log::StoredEvent;
+use crate::subscription::{Projection, ProjectionError};
+
+/// Keeps the `api_keys` read model.
+#[derive(Debug, Default)]
+pub struct ApiKeysProjection;
+
+/// The subscriber name handlers wait on after key commands.
+pub const NAME: &str = "api_keys";
+
+impl Projection for ApiKeysProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != ApiKey::TYPE {
+            return Ok(());
+        }
+        let id = &event.aggregate_id;
+        let at = event.recorded_at.trunc_subsecs(3);
+        match event.decode::<ApiKey>()?.payload {
+            ApiKeyEvent::ApiKeyCreated {
+                workspace_id,
+                public_id,
+                prefix,
+                masked,
+                settings,
+                created_by,
+                rotated_from,
+            } => {
+                // The creator's display name, resolved now so lists need no joins.
+                let name: Option<String> = sqlx::query_scalar(
+                    "SELECT coalesce(name, email) FROM users WHERE id = $1
+                     UNION ALL SELECT name FROM api_keys WHERE id = $1 LIMIT 1",
+                )
+                .bind(&created_by.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let created_by = serde_json::json!({
+                    "type": created_by.actor_type.as_str(),
+                    "id": created_by.id,
+                    "name": name,
+                });
+                sqlx::query(
+                    "INSERT INTO api_keys (id, workspace_id, public_id, name, prefix, masked, scopes,
+                        rate_limit_tier, ip_allowlist, max_age_days, expires_at, created_by,
+                        rotated_from, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+                )
+                .bind(id)
+                .bind(workspace_id)
+                .bind(public_id)
+                .bind(settings.name)
+                .bind(prefix)
+                .bind(masked)
+                .bind(settings.scopes)
+                .bind(settings.rate_limit_tier.map(|t| t.as_str()))
+                .bind(settings.ip_allowlist)
+                .bind(settings.max_age_days.map(|d| d as i32))
+                .bind(settings.expires_at)
+                .bind(created_by)
+                .bind(rotated_from)
+                .bind(at)
+                .execute(conn)
+                .await?;
+            }
+            ApiKeyEvent::ApiKeyUpdated { settings, .. } => {
+                sqlx::query(
+                    "UPDATE api_keys SET name = $2, scopes = $3, rate_limit_tier = $4, ip_allowlist = $5,
+                        max_age_days = $6, expires_at = $7, updated_at = $8 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(settings.name)
+                .bind(settings.scopes)
+                .bind(settings.rate_limit_tier.map(|t| t.as_str()))
+                .bind(settings.ip_allowlist)
+                .bind(settings.max_age_days.map(|d| d as i32))
+                .bind(settings.expires_at)
+                .bind(at)
+                .execute(conn)
+                .await?;
+            }
+            ApiKeyEvent::ApiKeyRotated {
+                replaced_by,
+                grace_period_ends_at,
+            } => {
+                sqlx::query(
+                    "UPDATE api_keys SET replaced_by = $2, grace_period_ends_at = $3, updated_at = $4 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(replaced_by)
+                .bind(grace_period_ends_at)
+                .bind(at)
+                .execute(conn)
+                .await?;
+            }
+            ApiKeyEvent::ApiKeyRevoked => {
+                sqlx::query("UPDATE api_keys SET revoked_at = $2, updated_at = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(at)
+                    .execute(conn)
+                    .await?;
+            }
+            ApiKeyEvent::ApiKeyExpiredByRotation => {
+                sqlx::query("UPDATE api_keys SET expired_at = $2, updated_at = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(at)
+                    .execute(conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
