@@ -1,7 +1,10 @@
 -- 0002: identity. Write-side tables that events must not carry, and the identity read models.
 
 -- Timestamps in API responses: RFC 3339, UTC, millisecond precision.
-CREATE FUNCTION rfc3339(t timestamptz) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+-- STABLE, not IMMUTABLE: to_char is STABLE, and PostgreSQL inlines a SQL function only
+-- when its body honours the declared volatility; one that is not inlined re-parses its
+-- body in every query that calls it.
+CREATE FUNCTION rfc3339(t timestamptz) RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 $$;
 

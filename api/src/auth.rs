@@ -279,19 +279,27 @@ async fn session_principal(
     context: RequestContext,
 ) -> Result<(Principal, Tier)> {
     let hash = credentials::token_hash(token);
-    let row = sqlx::query(
-        "SELECT s.user_id, s.api_key_id, s.expires_at, u.email, u.name,
+    // The tier of the workspace the request names, else of the primary one. Two
+    // statements rather than `$2 IS NULL OR …`, whose generic plan would scan every
+    // membership of the user.
+    const NAMED: &str = "SELECT s.user_id, s.api_key_id, s.expires_at, u.email, u.name,
                 (SELECT w.tier FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
-                  WHERE m.user_id = s.user_id AND ($2::text IS NULL OR m.workspace_id = $2)
-                  ORDER BY m.created_at, m.workspace_id LIMIT 1) AS tier
+                  WHERE m.user_id = s.user_id AND m.workspace_id = $2) AS tier
            FROM sessions s LEFT JOIN users u ON u.id = s.user_id
-          WHERE s.token_hash = $1 AND s.expires_at > now()",
-    )
-    .bind(&hash)
-    .bind(requested_workspace)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(invalid_credentials)?;
+          WHERE s.token_hash = $1 AND s.expires_at > now()";
+    const PRIMARY: &str = "SELECT s.user_id, s.api_key_id, s.expires_at, u.email, u.name,
+                (SELECT w.tier FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+                  WHERE m.user_id = s.user_id ORDER BY m.created_at, m.workspace_id LIMIT 1) AS tier
+           FROM sessions s LEFT JOIN users u ON u.id = s.user_id
+          WHERE s.token_hash = $1 AND s.expires_at > now()";
+    let query = match requested_workspace {
+        Some(workspace_id) => sqlx::query(NAMED).bind(&hash).bind(workspace_id),
+        None => sqlx::query(PRIMARY).bind(&hash),
+    };
+    let row = query
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(invalid_credentials)?;
     let mut expires_at: DateTime<Utc> = row.try_get("expires_at")?;
     let now = Utc::now();
     if expires_at - now < SESSION_SLIDE_AFTER {

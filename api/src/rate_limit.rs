@@ -73,7 +73,8 @@ impl RateLimiter {
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         let tat = shard.get(key).copied().unwrap_or(now).max(now);
         let reset_in = |tat: f64| (tat - now).max(0.0).ceil() as i64;
-        if tat - now > tolerance {
+        // A hair of slack so that floating-point rounding never costs a request.
+        if tat - now > tolerance + interval * 1e-6 {
             let wait = tat - now - tolerance;
             return Decision {
                 allowed: false,

@@ -20,6 +20,10 @@ impl Projection for ApiKeysProjection {
         NAME
     }
 
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[ApiKey::TYPE]
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

@@ -21,6 +21,10 @@ impl Projection for IdentityProjection {
         NAME
     }
 
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[User::TYPE, Workspace::TYPE]
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

@@ -165,8 +165,8 @@ impl LocalProjection for Arc<KeyTable> {
         NAME
     }
 
-    fn aggregate_type(&self) -> &'static str {
-        ApiKey::TYPE
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[ApiKey::TYPE]
     }
 
     async fn apply(&self, pool: &PgPool, events: &[StoredEvent]) -> Result<(), ProjectionError> {

@@ -273,8 +273,23 @@ pub async fn fetch(
     request: &ListRequest,
     scope: &[(&'static str, String)],
 ) -> Result<Page, sqlx::Error> {
+    fetch_page(pool, spec, request, scope, true).await
+}
+
+async fn fetch_page(
+    pool: &PgPool,
+    spec: &ListSpec,
+    request: &ListRequest,
+    scope: &[(&'static str, String)],
+    with_total: bool,
+) -> Result<Page, sqlx::Error> {
+    let total_column = if with_total {
+        "count(*) OVER ()"
+    } else {
+        "1::bigint"
+    };
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {} AS item, count(*) OVER () AS total FROM {}",
+        "SELECT {} AS item, {total_column} AS total FROM {}",
         spec.item, spec.from
     ));
     push_conditions(&mut qb, spec, request, scope);

@@ -86,20 +86,24 @@ pub async fn read_after(
     read(conn, after, None, limit).await
 }
 
-/// As [`read_after`], only events of one aggregate type (same order, same horizon).
-pub async fn read_after_of_type(
+/// As [`read_after`], only events of the given aggregate types (same order, same
+/// horizon). A subscriber that reads only its own streams does not pay for the others.
+pub async fn read_after_of_types(
     conn: &mut PgConnection,
     after: Position,
-    aggregate_type: &str,
+    aggregate_types: &[&str],
     limit: i64,
 ) -> Result<Vec<StoredEvent>, ProjectionError> {
-    read(conn, after, Some(aggregate_type), limit).await
+    if aggregate_types.is_empty() {
+        return read_after(conn, after, limit).await;
+    }
+    read(conn, after, Some(aggregate_types), limit).await
 }
 
 async fn read(
     conn: &mut PgConnection,
     after: Position,
-    aggregate_type: Option<&str>,
+    aggregate_types: Option<&[&str]>,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, ProjectionError> {
     // The text alias must not be called `transaction_id`: ORDER BY would then sort by
@@ -112,24 +116,25 @@ async fn read(
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY events.transaction_id, events.global_position
           LIMIT $3";
-    const OF_TYPE: &str = "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
+    const OF_TYPES: &str =
+        "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
                 aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at
            FROM events
-          WHERE aggregate_type = $4
+          WHERE aggregate_type = ANY($4)
             AND (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY events.aggregate_type, events.transaction_id, events.global_position
+          ORDER BY events.transaction_id, events.global_position
           LIMIT $3";
-    let query = sqlx::query(if aggregate_type.is_some() {
-        OF_TYPE
+    let query = sqlx::query(if aggregate_types.is_some() {
+        OF_TYPES
     } else {
         ALL
     })
     .bind(after.transaction_text())
     .bind(after.global_position)
     .bind(limit);
-    let query = match aggregate_type {
-        Some(aggregate_type) => query.bind(aggregate_type),
+    let query = match aggregate_types {
+        Some(types) => query.bind(types),
         None => query,
     };
     let rows = query.fetch_all(&mut *conn).await?;

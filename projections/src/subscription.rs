@@ -48,6 +48,12 @@ pub trait Projection: Send + Sync + 'static {
     /// The subscriber's name: its checkpoint row and what handlers wait on.
     fn name(&self) -> &'static str;
 
+    /// The aggregate types whose events it reads; empty reads them all. Its checkpoint
+    /// then moves only on those events, so writers wait on it only for its own streams.
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Applies one event inside the batch's transaction. Events the read model does not
     /// care about are ignored; an error rolls back the whole batch.
     fn apply(
@@ -63,8 +69,8 @@ pub trait Projection: Send + Sync + 'static {
 pub trait LocalProjection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
-    /// The only aggregate type it reads.
-    fn aggregate_type(&self) -> &'static str;
+    /// The aggregate types it reads.
+    fn aggregate_types(&self) -> &'static [&'static str];
 
     /// Applies a batch in log order. It may read the database (e.g. secret hashes); an
     /// error retries the same batch.
@@ -519,36 +525,48 @@ impl Subscriptions {
         entry: &Entry,
     ) -> Result<Batch, ProjectionError> {
         let mut tx = self.inner.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        let locked = match projection {
-            Some(_) => sqlx::query_scalar::<_, bool>(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended('pulsar.subscription.' || $1, 0))",
+        // Lock and checkpoint in one round trip: an idle subscriber's batch is BEGIN,
+        // this, the read, and ROLLBACK.
+        const CHECKPOINT: &str = "SELECT CASE WHEN $2
+                    THEN pg_try_advisory_xact_lock(hashtextextended('pulsar.subscription.' || $1, 0))
+                    ELSE false END AS locked,
+                    last_transaction_id::text AS tx, last_global_position AS pos
+               FROM subscription_checkpoints WHERE name = $1";
+        let mut row = sqlx::query(CHECKPOINT)
+            .bind(name)
+            .bind(projection.is_some())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if row.is_none() {
+            // First run of this subscriber anywhere: create its checkpoint.
+            sqlx::query(
+                "INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
             )
             .bind(name)
-            .fetch_one(&mut *tx)
-            .await?,
-            None => false,
-        };
-        let row = sqlx::query(
-            "SELECT last_transaction_id::text AS tx, last_global_position AS pos
-               FROM subscription_checkpoints WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
+            .execute(&mut *tx)
+            .await?;
+            row = sqlx::query(CHECKPOINT)
+                .bind(name)
+                .bind(projection.is_some())
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
+        let row =
+            row.ok_or_else(|| ProjectionError::Decode(format!("no checkpoint row for `{name}`")))?;
+        let locked: bool = row.try_get("locked")?;
         let checkpoint = Position::from_db(row.try_get("tx")?, row.try_get("pos")?)
             .map_err(ProjectionError::Decode)?;
         let Some(projection) = projection.filter(|_| locked) else {
             tx.rollback().await?;
             return Ok(Batch::Standby(checkpoint));
         };
-        let events = log::read_after(&mut tx, checkpoint, self.inner.config.batch_size).await?;
-
+        let events = log::read_after_of_types(
+            &mut tx,
+            checkpoint,
+            projection.aggregate_types(),
+            self.inner.config.batch_size,
+        )
+        .await?;
         let Some(last) = events.last().map(|e| e.position) else {
             tx.rollback().await?;
             return Ok(Batch::Applied {
@@ -568,6 +586,11 @@ impl Subscriptions {
                 error
             })?;
         }
+        // The read model and its checkpoint commit together, so a batch lost to a crash
+        // before its WAL is flushed is simply applied again: no need to wait for the flush.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE subscription_checkpoints
                 SET last_transaction_id = $2::text::xid8, last_global_position = $3, updated_at = now()
@@ -601,10 +624,10 @@ impl Subscriptions {
     ) -> Result<Batch, ProjectionError> {
         let after = *position.lock().unwrap_or_else(|e| e.into_inner());
         let mut conn = self.inner.pool.acquire().await?;
-        let events = log::read_after_of_type(
+        let events = log::read_after_of_types(
             &mut conn,
             after,
-            projection.aggregate_type(),
+            projection.aggregate_types(),
             self.inner.config.batch_size,
         )
         .await?;
@@ -730,8 +753,8 @@ impl LocalProjection for NoLocal {
         "none"
     }
 
-    fn aggregate_type(&self) -> &'static str {
-        ""
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[]
     }
 
     async fn apply(&self, _: &PgPool, _: &[StoredEvent]) -> Result<(), ProjectionError> {

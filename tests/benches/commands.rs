@@ -5,118 +5,16 @@
 //! `cargo bench -p pulsar-tests --bench commands` (uses `DATABASE_URL` when set, else a
 //! durable throwaway cluster under target/). `BENCH_SECONDS` sets each phase's length.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use pulsar_api::runtime::{Role, Runtime};
 use pulsar_api::{app, db, Config};
+use pulsar_tests::bench::{
+    bench_database, client, cpu_model, drive, enabled, print_run, seconds, serve, Run, CLIENTS,
+};
 use serde_json::json;
 use sqlx::PgPool;
-
-const CLIENTS: usize = 32;
-
-/// `BENCH_ONLY=get,patch` runs only those phases (all by default).
-fn enabled(phase: &str) -> bool {
-    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == phase))
-}
-
-fn seconds() -> Duration {
-    Duration::from_secs(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10),
-    )
-}
-
-struct Run {
-    ops: usize,
-    /// Answers that were not the expected status.
-    errors: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Run {
-    fn per_second(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn quantile(&mut self, q: f64) -> Duration {
-        self.latencies.sort();
-        let index = ((self.latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
-        self.latencies.get(index).copied().unwrap_or_default()
-    }
-}
-
-/// Runs `op(client_index, iteration)` from `CLIENTS` tasks for the bench duration; `op`
-/// says whether the answer was the expected one.
-async fn drive<F, Fut>(op: F) -> Run
-where
-    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let op = Arc::new(op);
-    let duration = seconds();
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0;
-                let mut i = 0;
-                while started.elapsed() < duration {
-                    let t = Instant::now();
-                    if !op(client, i).await {
-                        errors += 1;
-                    }
-                    latencies.push(t.elapsed());
-                    i += 1;
-                }
-                (latencies, errors)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (l, e) = task.await.expect("client task");
-        latencies.extend(l);
-        errors += e;
-    }
-    Run {
-        errors,
-        ops: latencies.len(),
-        elapsed: started.elapsed(),
-        latencies,
-    }
-}
-
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("serve")
-    });
-    format!("http://{address}")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .build()
-        .expect("client")
-}
 
 async fn baseline_inserts(pool: &PgPool) -> Run {
     sqlx::query(
@@ -163,39 +61,12 @@ async fn baseline_axum() -> Run {
     .await
 }
 
-fn print_run(what: &str, run: &mut Run, baseline: Option<f64>) {
-    let rate = run.per_second();
-    let share = baseline.map_or(String::new(), |b| {
-        format!(" ({:.0}% of baseline)", rate / b * 100.0)
-    });
-    println!(
-        "| {what} | {rate:.0}/s{share} | {:.2} ms | {:.2} ms | {} | {} |",
-        run.quantile(0.5).as_secs_f64() * 1000.0,
-        run.quantile(0.99).as_secs_f64() * 1000.0,
-        run.ops,
-        run.errors
-    );
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let _cluster;
-    let url = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-        Some(url) => url,
-        None => {
-            let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/bench-cluster");
-            let _ = std::fs::remove_dir_all(&dir);
-            let cluster =
-                pgcluster::Cluster::start(&pgcluster::ClusterOptions::new(dir)).expect("cluster");
-            let url = cluster.url("postgres");
-            _cluster = cluster;
-            url
-        }
-    };
+    let (url, _cluster) = bench_database("bench-cluster");
     runtime.block_on(async move {
         let pool = db::connect(&url, 40).await.expect("connect");
         sqlx::query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
@@ -205,6 +76,9 @@ fn main() {
         let config = Config {
             db_pool_size: 40,
             log: "warn".into(),
+            // Far above any tier's quota: this measures commands, not the limiter (which
+            // still runs on every request).
+            rate_limit_scale: 1000.0,
             ..Config::default()
         };
         let pulsar = Runtime::start(config, pool.clone(), Role::All).await.expect("runtime");
@@ -335,16 +209,4 @@ fn main() {
         }
         pulsar.stop().await;
     });
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tower::ServiceExt;
 
+pub mod bench;
 pub mod database;
 
 pub use database::TestDb;
