@@ -32,10 +32,16 @@ pub fn app(state: AppState) -> Router {
         "/openapi.json",
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi_json) }),
     );
-    let api = api.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        crate::auth::authenticate,
-    ));
+    // Authentication runs first (outermost), so idempotency knows the principal.
+    let api = api
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::idempotency,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .merge(routes::ops::router())

@@ -36,6 +36,12 @@ pub enum Error {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    /// A repeat of an idempotent request while the first is still running.
+    #[error("idempotency conflict")]
+    IdempotencyConflict,
+    /// An idempotency key reused with a different request.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
     #[error("payload too large")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported media type")]
@@ -73,7 +79,8 @@ impl Error {
             Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::IdempotencyConflict => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -94,6 +101,8 @@ impl Error {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
+            Self::IdempotencyConflict => "idempotency_conflict",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation(_) => "validation_failed",
@@ -124,6 +133,13 @@ impl Error {
                 d.limit,
                 d.retry_after.as_secs_f64().ceil()
             ),
+            Self::IdempotencyConflict => {
+                "A request with this Idempotency-Key is still being processed; retry shortly."
+                    .into()
+            }
+            Self::IdempotencyKeyReused => {
+                "This Idempotency-Key was used with a different request.".into()
+            }
             other => other.to_string(),
         }
     }

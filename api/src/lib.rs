@@ -7,6 +7,7 @@
 //! - [`middleware`], [`request_id`], [`extract`], [`error`]: the HTTP conventions of
 //!   API.md section 3, built once: request ids, client IPs, the error envelope.
 //! - [`auth`]: principals, workspace resolution and scope checks.
+//! - [`idempotency`]: `Idempotency-Key` replay for every write.
 //! - [`commands`]: executing commands with conflict retries and read-your-writes.
 //! - [`routes`]: one module per resource.
 //! - [`runtime`]: migrations, subscriptions and their shutdown, for `serve` and tests.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -10,7 +10,10 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "Pulsar API",
         description = "Scoped API keys, workspace data, webhooks, usage and audit for integrations. \
-                       Errors always use the envelope `{error, message, errors?, request_id}`.",
+                       Errors always use the envelope `{error, message, errors?, request_id}`. \
+                       Every POST, PUT, PATCH and DELETE accepts an `Idempotency-Key` header \
+                       (24 h replay per principal). Authenticated responses carry \
+                       `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.",
     ),
     servers((url = "/api/v1")),
     modifiers(&Security),

@@ -39,7 +39,7 @@ pub struct RateLimiter {
     origin: Instant,
     /// Multiplies every tier's limit (operators' `PULSAR_RATE_LIMIT_SCALE`).
     scale: f64,
-    shards: [Mutex<HashMap<String, f64>>; SHARDS],
+    shards: [Mutex<HashMap<String, u64>>; SHARDS],
 }
 
 impl RateLimiter {
@@ -51,7 +51,7 @@ impl RateLimiter {
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<String, f64>> {
+    fn shard(&self, key: &str) -> &Mutex<HashMap<String, u64>> {
         let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
@@ -64,24 +64,24 @@ impl RateLimiter {
     }
 
     fn check_at(&self, key: &str, tier: Tier, now: Instant, now_unix: i64) -> Decision {
+        // Integer nanoseconds throughout, so that rounding never costs or grants a request.
         let (per_minute, burst_pct) = tier.rate_limit();
-        let limit = ((f64::from(per_minute) * self.scale).round() as u32).max(1);
-        let capacity = (u64::from(limit) * u64::from(100 + burst_pct) / 100).max(1) as f64;
-        let interval = 60.0 / f64::from(limit);
-        let tolerance = interval * (capacity - 1.0);
-        let now = now.duration_since(self.origin).as_secs_f64();
+        let limit = ((f64::from(per_minute) * self.scale).round() as u64).max(1);
+        let capacity = (limit * u64::from(100 + burst_pct) / 100).max(1);
+        let interval = (60_000_000_000 / limit).max(1);
+        let tolerance = interval * (capacity - 1);
+        let now = now.duration_since(self.origin).as_nanos() as u64;
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         let tat = shard.get(key).copied().unwrap_or(now).max(now);
-        let reset_in = |tat: f64| (tat - now).max(0.0).ceil() as i64;
-        // A hair of slack so that floating-point rounding never costs a request.
-        if tat - now > tolerance + interval * 1e-6 {
-            let wait = tat - now - tolerance;
+        let reset_in = |tat: u64| (tat - now).div_ceil(1_000_000_000) as i64;
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        if tat - now > tolerance {
             return Decision {
                 allowed: false,
                 limit,
                 remaining: 0,
                 reset_at: now_unix + reset_in(tat),
-                retry_after: Duration::from_secs_f64(wait),
+                retry_after: Duration::from_nanos(tat - now - tolerance),
             };
         }
         let next = tat + interval;
@@ -89,13 +89,11 @@ impl RateLimiter {
             shard.retain(|_, t| *t > now);
         }
         shard.insert(key.to_string(), next);
-        let remaining = ((now + tolerance + interval - next) / interval)
-            .floor()
-            .max(0.0) as u32;
+        let remaining = (now + tolerance + interval - next) / interval;
         Decision {
             allowed: true,
             limit,
-            remaining,
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
             reset_at: now_unix + reset_in(next),
             retry_after: Duration::ZERO,
         }
@@ -119,7 +117,7 @@ mod tests {
         let refused = limiter.check_at("k", Tier::Free, start, 0);
         assert!(!refused.allowed);
         assert_eq!(refused.remaining, 0);
-        assert!((refused.retry_after.as_secs_f64() - 1.0).abs() < 1e-6);
+        assert_eq!(refused.retry_after, Duration::from_secs(1));
         assert_eq!(refused.reset_at, 60);
         // One second later exactly one more passes.
         let later = start + Duration::from_secs(1);

@@ -128,7 +128,8 @@ impl Runtime {
     }
 }
 
-/// Writes the in-memory usage counters every `interval`, and once more at shutdown.
+/// Writes the in-memory usage counters and purges expired idempotency keys every
+/// `interval`, and once more at shutdown.
 async fn flush_usage(state: AppState, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
         let stop = tokio::select! {
@@ -137,6 +138,9 @@ async fn flush_usage(state: AppState, interval: Duration, mut shutdown: watch::R
         };
         if let Err(error) = state.usage.flush(&state.pool).await {
             tracing::warn!(%error, "could not flush key usage; keeping the counts for the next try");
+        }
+        if let Err(error) = crate::idempotency::purge_expired(&state.pool).await {
+            tracing::warn!(%error, "could not purge expired idempotency keys");
         }
         if stop {
             return;

@@ -482,3 +482,49 @@ async fn members_roles_and_tenant_isolation() {
         .expect_error(404, "not_found");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_writes_to_one_aggregate_retry_or_conflict_cleanly() {
+    let app = std::sync::Arc::new(TestApp::start().await);
+    let user = app.signup("race@example.com", "Race").await;
+    let path = format!("/api/v1/workspaces/{}", user.workspace_id);
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let app = app.clone();
+            let user = user.clone();
+            let path = path.clone();
+            tokio::spawn(async move {
+                app.patch(&path, &user, json!({"name": format!("Race {i}")}))
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        let response = task.await.expect("task");
+        match response.status {
+            200 => ok += 1,
+            409 => {
+                response.expect_error(409, "conflict");
+            }
+            other => panic!("unexpected {other}: {}", response.text),
+        }
+    }
+    assert!(ok >= 1);
+    // Every 200 is exactly one event, and the stream has no gaps or duplicates.
+    let sequences: Vec<i64> = sqlx::query_scalar(
+        "SELECT sequence FROM events WHERE aggregate_type = 'Workspace' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&user.workspace_id)
+    .fetch_all(app.pool())
+    .await
+    .expect("events");
+    assert_eq!(sequences, (1..=(2 + ok) as i64).collect::<Vec<_>>());
+    let conflicts = app
+        .runtime
+        .state
+        .metrics
+        .command_conflicts_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{ok} of 12 succeeded, {conflicts} conflicts retried");
+}

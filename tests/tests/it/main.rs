@@ -4,5 +4,6 @@
 mod api_keys;
 mod binary;
 mod http;
+mod idempotency;
 mod identity;
 mod subscriptions;
