@@ -214,6 +214,21 @@ struct Entry {
 }
 
 impl Entry {
+    /// Records the lag of a batch just applied up to `last`.
+    fn applied(&self, events: &[StoredEvent], last: Position) -> Batch {
+        let now = Utc::now();
+        for event in events {
+            let lag = (now - event.recorded_at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX);
+            self.lag.record(lag as f64 / 1000.0);
+        }
+        Batch::Applied {
+            count: events.len(),
+            position: last,
+        }
+    }
+
     fn update(&self, f: impl FnOnce(&mut SubscriptionStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut status);
@@ -603,17 +618,7 @@ impl Subscriptions {
         .await?;
         tx.commit().await?;
         self.progressed(name);
-        let now = Utc::now();
-        for event in &events {
-            let lag = (now - event.recorded_at)
-                .num_microseconds()
-                .unwrap_or(i64::MAX);
-            entry.lag.record(lag as f64 / 1000.0);
-        }
-        Ok(Batch::Applied {
-            count: events.len(),
-            position: last,
-        })
+        Ok(entry.applied(&events, last))
     }
 
     async fn local_batch<L: LocalProjection>(
@@ -640,17 +645,7 @@ impl Subscriptions {
         };
         projection.apply(&self.inner.pool, &events).await?;
         *position.lock().unwrap_or_else(|e| e.into_inner()) = last;
-        let now = Utc::now();
-        for event in &events {
-            let lag = (now - event.recorded_at)
-                .num_microseconds()
-                .unwrap_or(i64::MAX);
-            entry.lag.record(lag as f64 / 1000.0);
-        }
-        Ok(Batch::Applied {
-            count: events.len(),
-            position: last,
-        })
+        Ok(entry.applied(&events, last))
     }
 
     /// Waits until every named subscriber has applied the log up to `position`, or the

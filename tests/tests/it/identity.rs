@@ -63,11 +63,12 @@ async fn signup_login_session_logout() {
     unknown.expect_error(401, "unauthorized");
     assert_eq!(wrong.body["message"], unknown.body["message"]);
 
+    // A stale token sent along (say, by a client's default headers) does not stop a login.
     let login = app
         .call(
             "POST",
             "/api/v1/auth/login",
-            None,
+            Some("pst_stale"),
             Some(json!({"email": "ada@example.com", "password": "correct horse battery"})),
             &[],
         )
