@@ -192,9 +192,6 @@ impl IntoResponse for Error {
         };
         let body = envelope(self.code(), &self.message(), extra);
         let mut response = (status, axum::Json(body)).into_response();
-        response
-            .extensions_mut()
-            .insert(crate::request_id::ErrorEnvelope);
         if let Self::RateLimited(decision) = &self {
             crate::auth::rate_limit_headers(response.headers_mut(), decision);
             let seconds = decision.retry_after.as_secs_f64().ceil().max(1.0) as u64;

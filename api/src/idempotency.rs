@@ -139,11 +139,6 @@ async fn run(
             }
         }
         let mut response = (status, Body::from(body)).into_response();
-        if is_error {
-            response
-                .extensions_mut()
-                .insert(crate::request_id::ErrorEnvelope);
-        }
         if let Some(content_type) = row
             .try_get::<Option<String>, _>("content_type")?
             .and_then(|c| HeaderValue::from_str(&c).ok())

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use tracing::Instrument;
 
 use crate::error::{envelope, Error};
-use crate::request_id::{self, ErrorEnvelope};
+use crate::request_id;
 use crate::state::AppState;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -154,9 +154,13 @@ pub async fn request_context(
 /// get the envelope too.
 fn normalize_error(response: Response, body_limit: usize) -> Response {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.extensions().get::<ErrorEnvelope>().is_some()
-    {
+    let deliberate_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // Our own JSON answers (the error envelope, /readyz's 503 report) pass untouched;
+    // what is rewritten are the bare or plain-text errors of the router and of layers.
+    if !(status.is_client_error() || status.is_server_error()) || deliberate_json {
         return response;
     }
     let error = match status {

@@ -8,10 +8,6 @@ tokio::task_local! {
     static REQUEST_ID: String;
 }
 
-/// Marks a response whose body already is the error envelope.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorEnvelope;
-
 /// The request id of the request being handled, if any.
 pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()

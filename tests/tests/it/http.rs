@@ -368,3 +368,63 @@ async fn health_readiness_and_metrics() {
         .contains("pulsar_projection_lag_milliseconds_count{subscriber=\"identity\"}"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stuck_projection_turns_readiness_red_and_shows_in_metrics() {
+    let app = TestApp::start().await;
+    app.signup("stuck@example.com", "Stuck").await;
+    // An event no code can decode, as a bad deploy or a hand-edited row might leave.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('Workspace', 'ws_poison', 1, 'WorkspaceTeleported', '9.0', '{\"WorkspaceTeleported\": {}}', '{}')",
+    )
+    .execute(app.pool())
+    .await
+    .expect("append");
+    app.runtime.state.subscriptions.appended();
+    let mut ready = app.call("GET", "/readyz", None, None, &[]).await;
+    for _ in 0..100 {
+        if ready.status == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ready = app.call("GET", "/readyz", None, None, &[]).await;
+    }
+    ready.expect(503);
+    let identity = ready.body["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .find(|s| s["name"] == "identity")
+        .expect("identity")
+        .clone();
+    assert_eq!(identity["stuck"], true, "{identity}");
+    assert!(
+        identity["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("WorkspaceTeleported")),
+        "{identity}"
+    );
+    let metrics = app.call("GET", "/metrics", None, None, &[]).await;
+    assert!(
+        metrics
+            .text
+            .contains("pulsar_subscription_stuck{subscriber=\"identity\"} 1"),
+        "{}",
+        metrics.text
+    );
+    // It keeps retrying rather than skipping: the checkpoint stays before the bad event.
+    let position: i64 = sqlx::query_scalar(
+        "SELECT last_global_position FROM subscription_checkpoints WHERE name = 'identity'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .expect("checkpoint");
+    let bad: i64 =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE aggregate_id = 'ws_poison'")
+            .fetch_one(app.pool())
+            .await
+            .expect("position");
+    assert!(position < bad);
+    app.stop().await;
+}
