@@ -65,6 +65,8 @@ CREATE TABLE workspaces
     pixel_id   text        NOT NULL,
     owner_id   text        NOT NULL,
     created_by jsonb       NOT NULL,
+    -- The aggregate's version (last event sequence): the ETag clients send back in If-Match.
+    version    bigint      NOT NULL,
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     search     tsvector GENERATED ALWAYS AS (to_tsvector('simple', name || ' ' || slug)) STORED

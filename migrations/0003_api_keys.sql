@@ -33,6 +33,8 @@ CREATE TABLE api_keys
     grace_period_ends_at timestamptz,
     expired_at           timestamptz,
     revoked_at           timestamptz,
+    -- The aggregate's version (last event sequence): the ETag clients send back in If-Match.
+    version              bigint      NOT NULL,
     created_at           timestamptz NOT NULL,
     updated_at           timestamptz NOT NULL,
     search               tsvector GENERATED ALWAYS AS (to_tsvector('simple', name)) STORED

@@ -47,6 +47,13 @@ pub struct Committed<A: Aggregate> {
     pub consistent: bool,
 }
 
+/// Why one attempt did not commit.
+enum Attempt {
+    Failed(AggregateError<DomainError>),
+    /// The aggregate is not at the version the caller expected.
+    Stale,
+}
+
 /// Runs commands. Cheap to clone.
 #[derive(Clone)]
 pub struct Commands {
@@ -79,7 +86,6 @@ impl Commands {
 
     /// Executes `command` on aggregate `A` with id `id`, retrying aggregate conflicts,
     /// then waits until the read models named in `read_models` have applied it.
-    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, id = %id))]
     pub async fn execute<A>(
         &self,
         id: &str,
@@ -91,11 +97,32 @@ impl Commands {
         A: Aggregate<Error = DomainError, Services = ()>,
         A::Command: Clone,
     {
+        self.execute_expecting(id, command, metadata, read_models, None)
+            .await
+    }
+
+    /// As [`Commands::execute`], only if the aggregate is still at `expected_version`
+    /// (a client's `If-Match`); otherwise 412 and nothing is written.
+    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, id = %id))]
+    pub async fn execute_expecting<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        read_models: &[&str],
+        expected_version: Option<i64>,
+    ) -> Result<Committed<A>>
+    where
+        A: Aggregate<Error = DomainError, Services = ()>,
+        A::Command: Clone,
+    {
         let store = store::<A>(&self.pool);
         let mut attempt = 1;
         let events = loop {
-            match Self::attempt(&store, id, command.clone(), metadata).await {
-                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_ATTEMPTS => {
+            match Self::attempt(&store, id, command.clone(), metadata, expected_version).await {
+                Err(Attempt::Failed(AggregateError::AggregateConflict))
+                    if attempt < CONFLICT_ATTEMPTS =>
+                {
                     self.metrics
                         .command_conflicts_total
                         .fetch_add(1, Ordering::Relaxed);
@@ -103,7 +130,9 @@ impl Commands {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(2 * attempt as u64)).await;
                 }
-                result => break result?,
+                Err(Attempt::Stale) => return Err(Error::PreconditionFailed),
+                Err(Attempt::Failed(error)) => return Err(error.into()),
+                Ok(events) => break events,
             }
         };
         self.metrics.commands_total.fetch_add(1, Ordering::Relaxed);
@@ -131,22 +160,29 @@ impl Commands {
         id: &str,
         command: A::Command,
         metadata: &EventMetadata,
-    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<DomainError>>
+        expected_version: Option<i64>,
+    ) -> Result<Vec<EventEnvelope<A>>, Attempt>
     where
         A: Aggregate<Error = DomainError, Services = ()>,
     {
-        let mut context = store.load_aggregate(id).await?;
+        let mut context = store.load_aggregate(id).await.map_err(Attempt::Failed)?;
+        if expected_version.is_some_and(|v| v != context.current_sequence as i64) {
+            return Err(Attempt::Stale);
+        }
         let sink = EventSink::default();
         context
             .aggregate()
             .handle(command, &(), &sink)
             .await
-            .map_err(AggregateError::UserError)?;
+            .map_err(|e| Attempt::Failed(AggregateError::UserError(e)))?;
         let events = sink.collect().await;
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        store.commit(events, context, metadata.to_map()).await
+        store
+            .commit(events, context, metadata.to_map())
+            .await
+            .map_err(Attempt::Failed)
     }
 
     /// Waits (bounded) until the named read models have passed `position`.

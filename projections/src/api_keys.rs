@@ -60,8 +60,8 @@ impl Projection for ApiKeysProjection {
                 sqlx::query(
                     "INSERT INTO api_keys (id, workspace_id, public_id, name, prefix, masked, scopes,
                         rate_limit_tier, ip_allowlist, max_age_days, expires_at, created_by,
-                        rotated_from, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+                        rotated_from, version, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $14)",
                 )
                 .bind(id)
                 .bind(workspace_id)
@@ -77,7 +77,7 @@ impl Projection for ApiKeysProjection {
                 .bind(created_by)
                 .bind(rotated_from)
                 .bind(at)
-                .execute(conn)
+                .execute(&mut *conn)
                 .await?;
             }
             ApiKeyEvent::ApiKeyUpdated { settings, .. } => {
@@ -93,7 +93,7 @@ impl Projection for ApiKeysProjection {
                 .bind(settings.max_age_days.map(|d| d as i32))
                 .bind(settings.expires_at)
                 .bind(at)
-                .execute(conn)
+                .execute(&mut *conn)
                 .await?;
             }
             ApiKeyEvent::ApiKeyRotated {
@@ -107,24 +107,29 @@ impl Projection for ApiKeysProjection {
                 .bind(replaced_by)
                 .bind(grace_period_ends_at)
                 .bind(at)
-                .execute(conn)
+                .execute(&mut *conn)
                 .await?;
             }
             ApiKeyEvent::ApiKeyRevoked => {
                 sqlx::query("UPDATE api_keys SET revoked_at = $2, updated_at = $2 WHERE id = $1")
                     .bind(id)
                     .bind(at)
-                    .execute(conn)
+                    .execute(&mut *conn)
                     .await?;
             }
             ApiKeyEvent::ApiKeyExpiredByRotation => {
                 sqlx::query("UPDATE api_keys SET expired_at = $2, updated_at = $2 WHERE id = $1")
                     .bind(id)
                     .bind(at)
-                    .execute(conn)
+                    .execute(&mut *conn)
                     .await?;
             }
         }
+        sqlx::query("UPDATE api_keys SET version = $2 WHERE id = $1")
+            .bind(id)
+            .bind(event.sequence)
+            .execute(conn)
+            .await?;
         Ok(())
     }
 }

@@ -77,8 +77,8 @@ async fn apply_workspace(
         } => {
             sqlx::query(
                 "INSERT INTO workspaces
-                    (id, name, slug, tier, settings, pixel_id, owner_id, created_by, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                    (id, name, slug, tier, settings, pixel_id, owner_id, created_by, version, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9)",
             )
             .bind(id)
             .bind(name)
@@ -89,7 +89,8 @@ async fn apply_workspace(
             .bind(owner_id)
             .bind(event.actor_json())
             .bind(at)
-            .execute(conn)
+            .bind(event.sequence)
+            .execute(&mut *conn)
             .await?;
         }
         WorkspaceEvent::WorkspaceUpdated { name, settings, .. } => {
@@ -100,13 +101,13 @@ async fn apply_workspace(
             .bind(name)
             .bind(sqlx::types::Json(settings))
             .bind(at)
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
         }
         WorkspaceEvent::WorkspaceDeleted => {
             sqlx::query("DELETE FROM workspaces WHERE id = $1")
                 .bind(id)
-                .execute(conn)
+                .execute(&mut *conn)
                 .await?;
         }
         WorkspaceEvent::MemberAdded { user_id, role } => {
@@ -118,7 +119,7 @@ async fn apply_workspace(
             .bind(user_id)
             .bind(role.as_str())
             .bind(at)
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
         }
         WorkspaceEvent::MemberRoleChanged { user_id, role, .. } => {
@@ -129,16 +130,22 @@ async fn apply_workspace(
             .bind(user_id)
             .bind(role.as_str())
             .bind(at)
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
         }
         WorkspaceEvent::MemberRemoved { user_id, .. } => {
             sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
                 .bind(id)
                 .bind(user_id)
-                .execute(conn)
+                .execute(&mut *conn)
                 .await?;
         }
     }
+    // Every event moves the aggregate's version (a no-op for a deleted workspace).
+    sqlx::query("UPDATE workspaces SET version = $2 WHERE id = $1")
+        .bind(id)
+        .bind(event.sequence)
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `/api-keys`: create, list, get, patch, rotate, revoke, and a key's history.
 
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use pulsar_domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyPatch, ApiKeySettings, MAX_GRACE_HOURS};
@@ -50,7 +50,7 @@ static KEYS: ListSpec = ListSpec {
             'expires_at', rfc3339(k.expires_at), 'last_used_at', rfc3339(u.last_used_at),
             'created_at', rfc3339(k.created_at), 'updated_at', rfc3339(k.updated_at),
             'created_by', k.created_by, 'status', api_key_status(k, now()),
-            'replaced_by', k.replaced_by, 'rotated_from', k.rotated_from,
+            'replaced_by', k.replaced_by, 'rotated_from', k.rotated_from, 'version', k.version,
             'grace_period_ends_at', rfc3339(k.grace_period_ends_at))",
     id: "k.id",
     sortable: &[
@@ -106,6 +106,7 @@ static KEYS: ListSpec = ListSpec {
         "replaced_by",
         "rotated_from",
         "grace_period_ends_at",
+        "version",
     ],
     includes: &[],
     default_sort: "-created_at",
@@ -151,6 +152,8 @@ pub struct ApiKeyOut {
     /// The key this one replaced by rotation.
     pub rotated_from: Option<String>,
     pub grace_period_ends_at: Option<String>,
+    /// The aggregate version; also the `ETag`, for `If-Match` on PATCH and DELETE.
+    pub version: i64,
 }
 
 /// A key with its secret: only in the create and rotate responses.
@@ -380,9 +383,11 @@ async fn update_key(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(input): Json<ApiKeyPatchIn>,
 ) -> Result<Response> {
     auth.require(WRITE)?;
+    let expected = super::if_match(&headers)?;
     item(&state, &auth.workspace_id, &id).await?;
     let command = ApiKeyCommand::UpdateApiKey {
         patch: ApiKeyPatch {
@@ -398,7 +403,7 @@ async fn update_key(
     };
     state
         .commands
-        .execute::<ApiKey>(&id, command, &auth.metadata(), READ_MODELS)
+        .execute_expecting::<ApiKey>(&id, command, &auth.metadata(), READ_MODELS, expected)
         .await?;
     Ok(super::data(item(&state, &auth.workspace_id, &id).await?))
 }
@@ -494,16 +499,19 @@ async fn revoke_key(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response> {
     auth.require(DELETE)?;
+    let expected = super::if_match(&headers)?;
     item(&state, &auth.workspace_id, &id).await?;
     state
         .commands
-        .execute::<ApiKey>(
+        .execute_expecting::<ApiKey>(
             &id,
             ApiKeyCommand::RevokeApiKey,
             &auth.metadata(),
             READ_MODELS,
+            expected,
         )
         .await?;
     sqlx::query("DELETE FROM sessions WHERE api_key_id = $1")

@@ -122,16 +122,56 @@ pub async fn list(
     Ok(list_response(uri, query, page))
 }
 
-/// `{"data": item}`.
+/// `{"data": item}`, with the item's `version` as its `ETag`.
 pub fn data(item: Value) -> Response {
-    axum::Json(json!({ "data": item })).into_response()
+    let etag = etag_of(&item);
+    let mut response = axum::Json(json!({ "data": item })).into_response();
+    if let Some(etag) = etag {
+        response
+            .headers_mut()
+            .insert(axum::http::header::ETAG, etag);
+    }
+    response
 }
 
-/// 201 `{"message": ..., "data": item}`.
+fn etag_of(item: &Value) -> Option<axum::http::HeaderValue> {
+    let version = item.get("version")?.as_i64()?;
+    axum::http::HeaderValue::from_str(&format!("\"{version}\"")).ok()
+}
+
+/// The version an `If-Match` header names: `None` without one or for `*`; 400 when it
+/// is not an ETag this API issued (`"<n>"`, optionally weak).
+pub fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<i64>> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or("").trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    value
+        .trim_start_matches("W/")
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::BadRequest("If-Match must be an ETag from this API, e.g. \"3\".".into())
+        })
+}
+
+/// 201 `{"message": ..., "data": item}`, with the item's `ETag`.
 pub fn created(message: &str, item: Value) -> Response {
-    (
+    let etag = etag_of(&item);
+    let mut response = (
         StatusCode::CREATED,
         axum::Json(json!({ "message": message, "data": item })),
     )
-        .into_response()
+        .into_response();
+    if let Some(etag) = etag {
+        response
+            .headers_mut()
+            .insert(axum::http::header::ETAG, etag);
+    }
+    response
 }

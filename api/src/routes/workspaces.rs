@@ -1,6 +1,7 @@
 //! `/workspaces` and `/workspaces/{id}/members`.
 
 use axum::extract::{OriginalUri, Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use pulsar_domain::ids::{self, prefix};
 use pulsar_domain::scopes::{Action, Permission, Resource, Role};
@@ -40,8 +41,8 @@ static WORKSPACES: ListSpec = ListSpec {
     from: "workspaces w JOIN workspace_members m ON m.workspace_id = w.id",
     item: "jsonb_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'tier', w.tier,
             'settings', w.settings, 'pixel_id', w.pixel_id, 'role', m.role,
-            'created_by', w.created_by, 'created_at', rfc3339(w.created_at),
-            'updated_at', rfc3339(w.updated_at))",
+            'created_by', w.created_by, 'version', w.version,
+            'created_at', rfc3339(w.created_at), 'updated_at', rfc3339(w.updated_at))",
     id: "w.id",
     sortable: &[
         Column {
@@ -87,6 +88,7 @@ static WORKSPACES: ListSpec = ListSpec {
         "pixel_id",
         "role",
         "created_by",
+        "version",
         "created_at",
         "updated_at",
     ],
@@ -175,6 +177,8 @@ pub struct WorkspaceOut {
     #[schema(example = "owner")]
     pub role: String,
     pub created_by: CreatedByOut,
+    /// The aggregate version; also the `ETag`, for `If-Match` on PATCH and DELETE.
+    pub version: i64,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -240,8 +244,8 @@ static KEY_WORKSPACE: ListSpec = ListSpec {
     from: "workspaces w",
     item: "jsonb_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'tier', w.tier,
             'settings', w.settings, 'pixel_id', w.pixel_id, 'role', NULL,
-            'created_by', w.created_by, 'created_at', rfc3339(w.created_at),
-            'updated_at', rfc3339(w.updated_at))",
+            'created_by', w.created_by, 'version', w.version,
+            'created_at', rfc3339(w.created_at), 'updated_at', rfc3339(w.updated_at))",
     id: "w.id",
     sortable: &[Column {
         name: "created_at",
@@ -452,8 +456,10 @@ async fn update_workspace(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(input): Json<WorkspacePatch>,
 ) -> Result<Response> {
+    let expected = super::if_match(&headers)?;
     let auth = member_auth(&state, &principal, &id, WRITE).await?;
     let command = WorkspaceCommand::UpdateWorkspace {
         name: input.name,
@@ -464,7 +470,7 @@ async fn update_workspace(
     };
     state
         .commands
-        .execute::<Workspace>(&id, command, &auth.metadata(), &[identity::NAME])
+        .execute_expecting::<Workspace>(&id, command, &auth.metadata(), &[identity::NAME], expected)
         .await?;
     Ok(data(workspace_item(&state, &id, &auth.principal).await?))
 }
@@ -478,15 +484,18 @@ async fn delete_workspace(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response> {
+    let expected = super::if_match(&headers)?;
     let auth = member_auth(&state, &principal, &id, DELETE).await?;
     state
         .commands
-        .execute::<Workspace>(
+        .execute_expecting::<Workspace>(
             &id,
             WorkspaceCommand::DeleteWorkspace,
             &auth.metadata(),
             &[identity::NAME],
+            expected,
         )
         .await?;
     claims::release_all(&state.pool, claims::WORKSPACE_SLUG, &id).await?;

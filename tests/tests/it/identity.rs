@@ -529,3 +529,112 @@ async fn concurrent_writes_to_one_aggregate_retry_or_conflict_cleanly() {
         .load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("{ok} of 12 succeeded, {conflicts} conflicts retried");
 }
+
+#[tokio::test]
+async fn etags_and_if_match_guard_against_lost_updates() {
+    let app = TestApp::start().await;
+    let user = app.signup("etag@example.com", "ETag").await;
+    let path = format!("/api/v1/workspaces/{}", user.workspace_id);
+    let got = app.get(&path, &user).await;
+    // Created + owner added: version 2.
+    assert_eq!(got.header("etag"), Some("\"2\""));
+    assert_eq!(got.body["data"]["version"], 2);
+    let patch = |etag: &'static str, name: &'static str| {
+        let app = &app;
+        let token = user.token.clone();
+        let path = path.clone();
+        async move {
+            app.call(
+                "PATCH",
+                &path,
+                Some(&token),
+                Some(json!({"name": name})),
+                &[("if-match", etag)],
+            )
+            .await
+        }
+    };
+    let first = patch("\"2\"", "First").await;
+    first.expect(200);
+    assert_eq!(first.header("etag"), Some("\"3\""));
+    // A client still holding version 2 is refused, and nothing is written.
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(app.pool())
+        .await
+        .expect("count");
+    patch("\"2\"", "Lost update")
+        .await
+        .expect_error(412, "precondition_failed");
+    patch("W/\"2\"", "Lost update")
+        .await
+        .expect_error(412, "precondition_failed");
+    patch("garbage", "x").await.expect_error(400, "bad_request");
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(app.pool())
+        .await
+        .expect("count");
+    assert_eq!(events_before, events_after);
+    assert_eq!(app.get(&path, &user).await.body["data"]["name"], "First");
+    patch("*", "Any").await.expect(200);
+    // API keys follow the same rule.
+    let key = app
+        .post(
+            "/api/v1/api-keys",
+            &user,
+            json!({"name": "k", "scopes": ["api-keys:read"]}),
+        )
+        .await;
+    key.expect(201);
+    assert_eq!(key.header("etag"), Some("\"1\""));
+    let key_path = format!(
+        "/api/v1/api-keys/{}",
+        key.body["data"]["id"].as_str().expect("id")
+    );
+    app.call(
+        "PATCH",
+        &key_path,
+        Some(&user.token),
+        Some(json!({"name": "k2"})),
+        &[("if-match", "\"1\"")],
+    )
+    .await
+    .expect(200);
+    app.call(
+        "DELETE",
+        &key_path,
+        Some(&user.token),
+        None,
+        &[("if-match", "\"1\"")],
+    )
+    .await
+    .expect_error(412, "precondition_failed");
+    app.call(
+        "DELETE",
+        &key_path,
+        Some(&user.token),
+        None,
+        &[("if-match", "\"2\"")],
+    )
+    .await
+    .expect(204);
+    // Deleting a workspace with a stale version is refused too.
+    app.call(
+        "DELETE",
+        &path,
+        Some(&user.token),
+        None,
+        &[("if-match", "\"3\"")],
+    )
+    .await
+    .expect_error(412, "precondition_failed");
+    app.call(
+        "DELETE",
+        &path,
+        Some(&user.token),
+        None,
+        &[("if-match", "\"4\"")],
+    )
+    .await
+    .expect(204);
+    app.stop().await;
+}
