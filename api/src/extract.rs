@@ -219,17 +219,11 @@ where
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
-        let declared_empty = request
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() == b"0");
-        let has_type = request.headers().contains_key(CONTENT_TYPE);
-        if declared_empty
-            || (!has_type
-                && !request
-                    .headers()
-                    .contains_key(axum::http::header::TRANSFER_ENCODING))
-        {
+        // Empty means the body is known to hold nothing (no or a zero Content-Length, no
+        // chunked body). Anything else is a body, held to `Json`'s rules: a body without a
+        // JSON content type is 415, never silently ignored.
+        let empty = axum::body::HttpBody::size_hint(request.body()).exact() == Some(0);
+        if empty {
             return Ok(OptionalJson(T::default()));
         }
         Json::<T>::from_request(request, state)

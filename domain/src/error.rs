@@ -38,12 +38,6 @@ impl ValidationErrors {
         &self.0
     }
 
-    pub fn merge(&mut self, other: ValidationErrors) {
-        for (field, messages) in other.0 {
-            self.0.entry(field).or_default().extend(messages);
-        }
-    }
-
     /// `Ok(())` when nothing was recorded, else the errors as a [`DomainError`].
     pub fn into_result(self) -> Result<(), DomainError> {
         if self.is_empty() {

@@ -705,29 +705,6 @@ impl Subscriptions {
         let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
         entries.get(name).map(|e| f(&e.lag))
     }
-
-    /// Names of the registered subscribers.
-    pub fn names(&self) -> Vec<&'static str> {
-        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
-        let mut names: Vec<_> = entries.keys().copied().collect();
-        names.sort();
-        names
-    }
-
-    /// The log's head as the subscriptions would see it now (for lag in `/readyz`).
-    pub async fn head(&self) -> Result<Position, ProjectionError> {
-        let row = sqlx::query(
-            "SELECT transaction_id::text AS tx, global_position AS pos FROM events
-              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-              ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
-        )
-        .fetch_optional(&self.inner.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(Position::ZERO);
-        };
-        Position::from_db(row.try_get("tx")?, row.try_get("pos")?).map_err(ProjectionError::Decode)
-    }
 }
 
 /// Where a subscription's events go.

@@ -151,6 +151,8 @@ pub struct ApiKeyOut {
     pub replaced_by: Option<String>,
     /// The key this one replaced by rotation.
     pub rotated_from: Option<String>,
+    /// When this key stops after a rotation; in a rotate response, when the replaced
+    /// key stops.
     pub grace_period_ends_at: Option<String>,
     /// The aggregate version; also the `ETag`, for `If-Match` on PATCH and DELETE.
     pub version: i64,
@@ -167,8 +169,6 @@ pub struct ApiKeySecretOut {
     pub api_key: String,
     #[serde(rename = "apiSecret")]
     pub api_secret: String,
-    /// When the replaced key stops (rotation only).
-    pub grace_period_ends_at: Option<String>,
 }
 
 /// `POST /api-keys`.

@@ -577,6 +577,23 @@ async fn bad_input_is_422_with_field_messages() {
         json!({"name": "k", "scopes": ["projects:read"]}),
     )
     .await;
+    // The rotate body is optional, but one that is there must be JSON.
+    let request = axum::http::Request::post(format!("/api/v1/api-keys/{}/rotate", key.id))
+        .header("authorization", user.bearer())
+        .header("content-type", "text/plain")
+        .body(axum::body::Body::from("grace_period_hours=5"))
+        .expect("request");
+    app.send(request)
+        .await
+        .expect_error(415, "unsupported_media_type");
+    let request = axum::http::Request::post(format!("/api/v1/api-keys/{}/rotate", key.id))
+        .header("authorization", user.bearer())
+        .header("content-length", "20")
+        .body(axum::body::Body::from("grace_period_hours=5"))
+        .expect("request");
+    app.send(request)
+        .await
+        .expect_error(415, "unsupported_media_type");
     for hours in [json!(-1), json!(169), json!("soon"), json!(1.5)] {
         let response = app
             .post(

@@ -362,16 +362,23 @@ async fn members_roles_and_tenant_isolation() {
             .await
             .expect_error(404, "not_found");
     }
-    // Asking to act in it by header is refused.
-    app.call(
-        "GET",
-        "/api/v1/workspaces",
-        Some(&other.token),
-        None,
-        &[("x-workspace-id", &ws)],
-    )
-    .await
-    .expect(200);
+    // Naming it as the acting workspace (header, alias, or query) is refused.
+    for (headers, query) in [
+        (vec![("x-workspace-id", ws.as_str())], String::new()),
+        (vec![("x-account-id", ws.as_str())], String::new()),
+        (vec![], format!("?workspaceId={ws}")),
+    ] {
+        let denied = app
+            .call(
+                "GET",
+                &format!("/api/v1/api-keys{query}"),
+                Some(&other.token),
+                None,
+                &headers,
+            )
+            .await;
+        denied.expect_error(403, "access_denied");
+    }
     let listed = app.get("/api/v1/workspaces", &other).await;
     assert_eq!(listed.body["meta"]["total"], 1);
 
