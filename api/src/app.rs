@@ -20,6 +20,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::auth::router())
         .merge(routes::workspaces::router())
         .merge(routes::api_keys::router())
+        .merge(routes::projects::router())
+        .merge(routes::tasks::router())
+        .merge(routes::contacts::router())
+        .merge(routes::companies::router())
+        .merge(routes::deals::router())
+        .merge(routes::documents::router())
         .split_for_parts()
 }
 

@@ -42,6 +42,8 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// `PULSAR_RATE_LIMIT_SCALE`: multiplies every tier's requests per minute.
     pub rate_limit_scale: f64,
+    /// `PULSAR_UPGRADE_URL`: where `feature_limit_reached` answers send people to upgrade.
+    pub upgrade_url: String,
     /// `PULSAR_LOG`: tracing filter, e.g. `info,pulsar_api=debug`.
     pub log: String,
     /// `PULSAR_LOG_FORMAT`: `text` or `json`.
@@ -77,6 +79,7 @@ impl Default for Config {
             ready_max_lag: 10_000,
             rate_limit_scale: 1.0,
             maintenance_interval: Duration::from_secs(2),
+            upgrade_url: "https://pulsar.dev/pricing".into(),
             log: "info".into(),
             log_json: false,
         }
@@ -139,6 +142,7 @@ Environment (all optional):
   PULSAR_READY_MAX_LAG            events a projection may lag and stay ready [10000]
   PULSAR_MAINTENANCE_INTERVAL_MS  background upkeep period [2000]
   PULSAR_RATE_LIMIT_SCALE         multiplies every tier's requests per minute [1]
+  PULSAR_UPGRADE_URL              upgrade link in feature_limit_reached [https://pulsar.dev/pricing]
   PULSAR_LOG                      log filter [info]
   PULSAR_LOG_FORMAT               text or json [text]";
 
@@ -187,6 +191,9 @@ Environment (all optional):
                     })
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some((_, value)) = get("PULSAR_UPGRADE_URL") {
+            config.upgrade_url = value;
         }
         config.secret_key = lookup("PULSAR_SECRET_KEY").filter(|v| !v.is_empty());
         if let Some((name, value)) = get("PULSAR_ALLOW_SIGNUP") {

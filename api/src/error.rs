@@ -30,6 +30,14 @@ pub enum Error {
     RateLimited(crate::rate_limit::Decision),
     #[error("{0}")]
     AccessDenied(String),
+    /// The workspace's tier allows no more of `feature`.
+    #[error("feature limit reached")]
+    FeatureLimitReached {
+        feature: &'static str,
+        limit: i64,
+        tier: &'static str,
+        upgrade_url: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -79,7 +87,7 @@ impl Error {
             Self::Unauthorized(_) | Self::KeyRotationRequired => StatusCode::UNAUTHORIZED,
             Self::IpNotAllowed => StatusCode::FORBIDDEN,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::AccessDenied(_) => StatusCode::FORBIDDEN,
+            Self::AccessDenied(_) | Self::FeatureLimitReached { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::IdempotencyConflict => StatusCode::CONFLICT,
@@ -102,6 +110,7 @@ impl Error {
             Self::IpNotAllowed => "ip_not_allowed",
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::AccessDenied(_) => "access_denied",
+            Self::FeatureLimitReached { .. } => "feature_limit_reached",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
@@ -148,6 +157,12 @@ impl Error {
             Self::IdempotencyKeyReused => {
                 "This Idempotency-Key was used with a different request.".into()
             }
+            Self::FeatureLimitReached {
+                feature,
+                limit,
+                tier,
+                ..
+            } => format!("The {tier} plan allows {limit} {feature}; upgrade to create more."),
             other => other.to_string(),
         }
     }
@@ -194,6 +209,18 @@ impl IntoResponse for Error {
                     json!(chrono::DateTime::from_timestamp(decision.reset_at, 0)
                         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))),
                 );
+                Some(extra)
+            }
+            Self::FeatureLimitReached {
+                feature,
+                limit,
+                upgrade_url,
+                ..
+            } => {
+                let mut extra = Map::new();
+                extra.insert("feature".into(), json!(feature));
+                extra.insert("limit".into(), json!(limit));
+                extra.insert("upgrade_url".into(), json!(upgrade_url));
                 Some(extra)
             }
             _ => None,

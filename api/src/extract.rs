@@ -4,6 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use pulsar_domain::validate::field_error;
 use pulsar_domain::ValidationErrors;
 use serde::de::DeserializeOwned;
 
@@ -23,55 +24,6 @@ fn is_json(content_type: &str) -> bool {
         .trim()
         .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-}
-
-/// Turns a serde error at `path` into a field and a message.
-fn field_error(path: &str, error: &serde_json::Error) -> (String, String) {
-    let text = error.to_string();
-    let text = text.split(" at line ").next().unwrap_or(&text).to_string();
-    if let Some(field) = text
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-    {
-        let field = if path == "." {
-            field.to_string()
-        } else {
-            format!("{path}.{field}")
-        };
-        let message = format!("The {field} field is required.");
-        return (field, message);
-    }
-    if let Some(field) = text
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next())
-    {
-        // serde_path_to_error's path already ends at the unknown key.
-        let field = if path == "." {
-            field.to_string()
-        } else {
-            path.to_string()
-        };
-        return (field, "This field is not accepted here.".into());
-    }
-    let field = if path == "." {
-        "body".to_string()
-    } else {
-        path.to_string()
-    };
-    let message = if let Some(rest) = text.strip_prefix("invalid type: ") {
-        let (got, expected) = rest
-            .split_once(", expected ")
-            .unwrap_or((rest, "another type"));
-        format!("The {field} must be {expected}, not {got}.")
-    } else if let Some(rest) = text.strip_prefix("unknown variant ") {
-        let (got, expected) = rest
-            .split_once(", expected ")
-            .unwrap_or((rest, "a listed value"));
-        format!("The {field} {got} is not one of {expected}.")
-    } else {
-        format!("The {field} is invalid: {text}.")
-    };
-    (field, message)
 }
 
 impl<S, T> FromRequest<S> for Json<T>

@@ -21,6 +21,10 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Sign-up, login and sessions"),
         (name = "workspaces", description = "Workspaces and their members"),
         (name = "api-keys", description = "Scoped API keys: create, rotate with grace, revoke"),
+        (name = "projects", description = "Projects (`projects:*`)"),
+        (name = "tasks", description = "Tasks, each in a project (`tasks:*`)"),
+        (name = "crm", description = "Contacts, companies and deals (`crm:*`)"),
+        (name = "documents", description = "Markdown documents (`documents:*`)"),
     )
 )]
 pub struct ApiDoc;

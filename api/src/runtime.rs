@@ -9,6 +9,7 @@ use pulsar_projections::api_keys::{self, ApiKeysProjection};
 use pulsar_projections::identity::{self, IdentityProjection};
 use pulsar_projections::key_table::{self, KeyTable};
 use pulsar_projections::subscription::SubscriptionConfig;
+use pulsar_projections::workspace_data as data;
 use pulsar_projections::Subscriptions;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -44,7 +45,16 @@ impl Role {
 }
 
 /// The durable read models, by subscriber name.
-const READ_MODELS: [&str; 2] = [identity::NAME, api_keys::NAME];
+const READ_MODELS: [&str; 8] = [
+    identity::NAME,
+    api_keys::NAME,
+    data::projects::NAME,
+    data::tasks::NAME,
+    data::contacts::NAME,
+    data::companies::NAME,
+    data::deals::NAME,
+    data::documents::NAME,
+];
 
 /// The running background parts and the state handlers share.
 #[derive(Debug)]
@@ -89,6 +99,12 @@ impl Runtime {
         if role.projects() {
             tasks.push(subscriptions.spawn(IdentityProjection));
             tasks.push(subscriptions.spawn(ApiKeysProjection));
+            tasks.push(subscriptions.spawn(data::projects::Projection::default()));
+            tasks.push(subscriptions.spawn(data::tasks::Projection::default()));
+            tasks.push(subscriptions.spawn(data::contacts::Projection::default()));
+            tasks.push(subscriptions.spawn(data::companies::Projection::default()));
+            tasks.push(subscriptions.spawn(data::deals::Projection::default()));
+            tasks.push(subscriptions.spawn(data::documents::Projection::default()));
         } else {
             tasks.extend(READ_MODELS.map(|name| subscriptions.follow(name)));
         }

@@ -15,6 +15,8 @@
 //! - [`credentials`]: session-token format and hashing, password hashing.
 //! - [`user`], [`workspace`]: the identity aggregates.
 //! - [`api_key`], [`keys`]: the API key aggregate and the key format.
+//! - [`record`]: the generic aggregate behind all workspace data; [`workspace_data`]:
+//!   its kinds (projects, tasks, contacts, companies, deals, documents) and tier limits.
 
 pub mod api_key;
 pub mod credentials;
@@ -22,10 +24,12 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod metadata;
+pub mod record;
 pub mod scopes;
 pub mod user;
 pub mod validate;
 pub mod workspace;
+pub mod workspace_data;
 
 pub use error::{DomainError, ValidationErrors};
 pub use metadata::{Actor, ActorType, EventMetadata};

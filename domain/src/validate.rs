@@ -89,6 +89,55 @@ pub fn slugify(name: &str) -> String {
     slug
 }
 
+/// Turns a serde error at `path` into a field and a message.
+pub fn field_error(path: &str, error: &serde_json::Error) -> (String, String) {
+    let text = error.to_string();
+    let text = text.split(" at line ").next().unwrap_or(&text).to_string();
+    if let Some(field) = text
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        let field = if path == "." {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        let message = format!("The {field} field is required.");
+        return (field, message);
+    }
+    if let Some(field) = text
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        // serde_path_to_error's path already ends at the unknown key.
+        let field = if path == "." {
+            field.to_string()
+        } else {
+            path.to_string()
+        };
+        return (field, "This field is not accepted here.".into());
+    }
+    let field = if path == "." {
+        "body".to_string()
+    } else {
+        path.to_string()
+    };
+    let message = if let Some(rest) = text.strip_prefix("invalid type: ") {
+        let (got, expected) = rest
+            .split_once(", expected ")
+            .unwrap_or((rest, "another type"));
+        format!("The {field} must be {expected}, not {got}.")
+    } else if let Some(rest) = text.strip_prefix("unknown variant ") {
+        let (got, expected) = rest
+            .split_once(", expected ")
+            .unwrap_or((rest, "a listed value"));
+        format!("The {field} {got} is not one of {expected}.")
+    } else {
+        format!("The {field} is invalid: {text}.")
+    };
+    (field, message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

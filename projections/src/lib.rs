@@ -16,6 +16,7 @@
 //! - [`identity`]: users, workspaces and members read models.
 //! - [`api_keys`]: the API keys read model.
 //! - [`key_table`]: the in-memory key table every process verifies keys against.
+//! - [`workspace_data`]: projects, tasks, contacts, companies, deals and documents.
 
 pub mod api_keys;
 pub mod identity;
@@ -24,6 +25,7 @@ pub mod list;
 pub mod log;
 pub mod position;
 pub mod subscription;
+pub mod workspace_data;
 
 pub use log::StoredEvent;
 pub use position::Position;

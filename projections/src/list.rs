@@ -23,6 +23,14 @@ pub struct Column {
     pub sql: &'static str,
 }
 
+/// A relation `include` may embed: a `jsonb` expression (usually a correlated
+/// subquery) evaluated per item. It must itself stay within the item's workspace.
+#[derive(Debug, Clone, Copy)]
+pub struct Include {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
 /// What one collection supports.
 #[derive(Debug)]
 pub struct ListSpec {
@@ -33,8 +41,12 @@ pub struct ListSpec {
     /// Unique column, the final tie-breaker so pages are stable.
     pub id: &'static str,
     pub sortable: &'static [Column],
-    /// Exact-match filters, e.g. `status`.
+    /// Exact-match filters, e.g. `status`; a comma list matches any of its values.
     pub filters: &'static [Column],
+    /// The values a filter accepts, where they are a closed set (anything else is 400).
+    pub filter_values: &'static [(&'static str, &'static [&'static str])],
+    /// Array-membership filters, e.g. `tag`: a comma list matches items having all.
+    pub contains_filters: &'static [Column],
     pub created_at: Option<&'static str>,
     pub updated_at: Option<&'static str>,
     /// A `tsvector` expression `search` matches against.
@@ -42,7 +54,7 @@ pub struct ListSpec {
     /// The keys an item has (what `fields` may name).
     pub fields: &'static [&'static str],
     /// Relations `include` may name.
-    pub includes: &'static [&'static str],
+    pub includes: &'static [Include],
     /// Sort when none is given, e.g. `-created_at`.
     pub default_sort: &'static str,
 }
@@ -67,7 +79,8 @@ pub struct ListRequest {
     pub created_before: Option<DateTime<Utc>>,
     pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
-    pub filters: Vec<(Column, String)>,
+    pub filters: Vec<(Column, Vec<String>)>,
+    pub contains: Vec<(Column, Vec<String>)>,
 }
 
 /// One page of items.
@@ -123,6 +136,20 @@ fn parse_list(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// A closed-set filter accepts only its listed values.
+fn check_values(spec: &ListSpec, name: &str, values: &[String]) -> Result<(), String> {
+    let Some((_, allowed)) = spec.filter_values.iter().find(|(n, _)| *n == name) else {
+        return Ok(());
+    };
+    match values.iter().find(|v| !allowed.contains(&v.as_str())) {
+        Some(bad) => Err(format!(
+            "`{name}` cannot be `{bad}`; values: {}.",
+            allowed.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
 impl ListRequest {
     /// Parses query pairs. `passthrough` names parameters the caller handles itself
     /// (e.g. `workspaceId`); anything else unknown is an error message for a 400.
@@ -143,6 +170,7 @@ impl ListRequest {
             updated_after: None,
             updated_before: None,
             filters: Vec::new(),
+            contains: Vec::new(),
         };
         let number = |name: &str, value: &str, max: u32| -> Result<u32, String> {
             value
@@ -172,7 +200,10 @@ impl ListRequest {
                 }
                 "fields" => {
                     let fields = parse_list(value);
-                    if let Some(bad) = fields.iter().find(|f| !spec.fields.contains(&f.as_str())) {
+                    let known = |f: &str| {
+                        spec.fields.contains(&f) || spec.includes.iter().any(|r| r.name == f)
+                    };
+                    if let Some(bad) = fields.iter().find(|f| !known(f)) {
                         return Err(format!(
                             "Unknown field `{bad}`; fields: {}.",
                             spec.fields.join(", ")
@@ -187,15 +218,13 @@ impl ListRequest {
                     let include = parse_list(value);
                     if let Some(bad) = include
                         .iter()
-                        .find(|i| !spec.includes.contains(&i.as_str()))
+                        .find(|i| !spec.includes.iter().any(|r| r.name == i.as_str()))
                     {
-                        return Err(if spec.includes.is_empty() {
+                        let names: Vec<_> = spec.includes.iter().map(|r| r.name).collect();
+                        return Err(if names.is_empty() {
                             format!("Cannot include `{bad}`; this collection has no relations to include.")
                         } else {
-                            format!(
-                                "Cannot include `{bad}`; relations: {}.",
-                                spec.includes.join(", ")
-                            )
+                            format!("Cannot include `{bad}`; relations: {}.", names.join(", "))
                         });
                     }
                     request.include = include;
@@ -220,10 +249,22 @@ impl ListRequest {
                     request.updated_before = Some(parse_time(name, value)?)
                 }
                 other if passthrough.contains(&other) => {}
-                other => match spec.filters.iter().find(|c| c.name == other) {
-                    Some(column) => request.filters.push((*column, value.clone())),
-                    None => return Err(format!("Unknown query parameter `{other}`.")),
-                },
+                other => {
+                    let values = parse_list(value);
+                    if values.is_empty() {
+                        return Err(format!("`{other}` names no value."));
+                    }
+                    if let Some(column) = spec.filters.iter().find(|c| c.name == other) {
+                        check_values(spec, other, &values)?;
+                        request.filters.push((*column, values));
+                    } else if let Some(column) =
+                        spec.contains_filters.iter().find(|c| c.name == other)
+                    {
+                        request.contains.push((*column, values));
+                    } else {
+                        return Err(format!("Unknown query parameter `{other}`."));
+                    }
+                }
             }
         }
         Ok(request)
@@ -240,9 +281,15 @@ fn push_conditions<'a>(
     for (column, value) in scope {
         qb.push(format_args!(" AND {column} = ")).push_bind(value);
     }
-    for (column, value) in &request.filters {
-        qb.push(format_args!(" AND {}::text = ", column.sql))
-            .push_bind(value);
+    for (column, values) in &request.filters {
+        qb.push(format_args!(" AND {}::text = ANY(", column.sql))
+            .push_bind(values)
+            .push(")");
+    }
+    for (column, values) in &request.contains {
+        qb.push(format_args!(" AND {} @> ", column.sql))
+            .push_bind(values)
+            .push("::text[]");
     }
     let ranges = [
         (spec.created_at, request.created_after, ">"),
@@ -288,9 +335,22 @@ async fn fetch_page(
     } else {
         "1::bigint"
     };
+    let mut item = spec.item.to_string();
+    let included: Vec<&Include> = spec
+        .includes
+        .iter()
+        .filter(|r| request.include.iter().any(|i| i == r.name))
+        .collect();
+    if !included.is_empty() {
+        let pairs: Vec<String> = included
+            .iter()
+            .map(|r| format!("'{}', {}", r.name, r.sql))
+            .collect();
+        item = format!("({item} || jsonb_build_object({}))", pairs.join(", "));
+    }
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {} AS item, {total_column} AS total FROM {}",
-        spec.item, spec.from
+        "SELECT {item} AS item, {total_column} AS total FROM {}",
+        spec.from
     ));
     push_conditions(&mut qb, spec, request, scope);
     qb.push(" ORDER BY ");
@@ -320,7 +380,9 @@ async fn fetch_page(
     if let Some(fields) = &request.fields {
         for item in &mut items {
             if let Value::Object(map) = item {
-                map.retain(|key, _| fields.iter().any(|f| f == key));
+                map.retain(|key, _| {
+                    fields.iter().any(|f| f == key) || request.include.iter().any(|i| i == key)
+                });
             }
         }
     }
@@ -360,6 +422,24 @@ impl ListRequest {
     }
 }
 
+impl ListRequest {
+    /// A single-item request from query pairs: only `fields` and `include` apply to one
+    /// item; anything else is an error message for a 400.
+    pub fn item(spec: &ListSpec, pairs: &[(String, String)]) -> Result<Self, String> {
+        if let Some((name, _)) = pairs
+            .iter()
+            .find(|(name, _)| name != "fields" && name != "include")
+        {
+            return Err(format!(
+                "`{name}` does not apply to a single item; use `fields` or `include`."
+            ));
+        }
+        let mut request = Self::parse(spec, pairs, &[])?;
+        request.per_page = 1;
+        Ok(request)
+    }
+}
+
 /// One item by scope conditions (typically the id and the tenant), `None` when absent.
 pub async fn fetch_one(
     pool: &PgPool,
@@ -367,7 +447,17 @@ pub async fn fetch_one(
     scope: &[(&'static str, String)],
 ) -> Result<Option<Value>, sqlx::Error> {
     let request = ListRequest::single(spec).map_err(sqlx::Error::Protocol)?;
-    Ok(fetch(pool, spec, &request, scope)
+    fetch_item(pool, spec, &request, scope).await
+}
+
+/// One item shaped by `request` (its `fields` and `include`), `None` when absent.
+pub async fn fetch_item(
+    pool: &PgPool,
+    spec: &ListSpec,
+    request: &ListRequest,
+    scope: &[(&'static str, String)],
+) -> Result<Option<Value>, sqlx::Error> {
+    Ok(fetch_page(pool, spec, request, scope, false)
         .await?
         .items
         .into_iter()

@@ -109,6 +109,8 @@ static KEYS: ListSpec = ListSpec {
         "version",
     ],
     includes: &[],
+    filter_values: &[],
+    contains_filters: &[],
     default_sort: "-created_at",
 };
 

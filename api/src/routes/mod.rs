@@ -14,7 +14,14 @@ use crate::state::AppState;
 
 pub mod api_keys;
 pub mod auth;
+pub mod companies;
+pub mod contacts;
+pub mod deals;
+pub mod documents;
 pub mod ops;
+pub mod projects;
+pub mod records;
+pub mod tasks;
 pub mod workspaces;
 
 /// API.md's error envelope.

@@ -93,6 +93,8 @@ static WORKSPACES: ListSpec = ListSpec {
         "updated_at",
     ],
     includes: &[],
+    filter_values: &[],
+    contains_filters: &[],
     default_sort: "created_at",
 };
 
@@ -140,6 +142,8 @@ static MEMBERS: ListSpec = ListSpec {
         "updated_at",
     ],
     includes: &[],
+    filter_values: &[],
+    contains_filters: &[],
     default_sort: "created_at",
 };
 
@@ -257,6 +261,8 @@ static KEY_WORKSPACE: ListSpec = ListSpec {
     search: None,
     fields: &[],
     includes: &[],
+    filter_values: &[],
+    contains_filters: &[],
     default_sort: "created_at",
 };
 

@@ -308,6 +308,18 @@ async fn the_openapi_document_covers_every_route_and_matches_responses() {
         ("/api-keys/{id}", &["get", "patch", "delete"]),
         ("/api-keys/{id}/rotate", &["post"]),
         ("/api-keys/{id}/history", &["get"]),
+        ("/projects", &["get", "post"]),
+        ("/projects/{id}", &["get", "patch", "delete"]),
+        ("/tasks", &["get", "post"]),
+        ("/tasks/{id}", &["get", "patch", "delete"]),
+        ("/contacts", &["get", "post"]),
+        ("/contacts/{id}", &["get", "patch", "delete"]),
+        ("/companies", &["get", "post"]),
+        ("/companies/{id}", &["get", "patch", "delete"]),
+        ("/deals", &["get", "post"]),
+        ("/deals/{id}", &["get", "patch", "delete"]),
+        ("/documents", &["get", "post"]),
+        ("/documents/{id}", &["get", "patch", "delete"]),
     ];
     for (path, methods) in expected {
         for method in *methods {
@@ -324,6 +336,36 @@ async fn the_openapi_document_covers_every_route_and_matches_responses() {
     keys.sort();
     let schema = &doc["components"]["schemas"]["WorkspaceOut"]["properties"];
     let mut documented: Vec<&String> = schema.as_object().expect("schema").keys().collect();
+    documented.sort();
+    assert_eq!(keys, documented);
+    // A task item: its fields' schema plus the metadata every record carries.
+    let project = app
+        .post("/api/v1/projects", &user, serde_json::json!({"name": "P"}))
+        .await;
+    let task = app
+        .post(
+            "/api/v1/tasks",
+            &user,
+            serde_json::json!({"project_id": project.body["data"]["id"], "title": "T"}),
+        )
+        .await;
+    task.expect(201);
+    let mut keys: Vec<&String> = task.body["data"]
+        .as_object()
+        .expect("item")
+        .keys()
+        .collect();
+    keys.sort();
+    let schemas = &doc["components"]["schemas"];
+    let mut documented: Vec<&String> = ["TaskFields", "RecordMetaOut"]
+        .iter()
+        .flat_map(|name| {
+            schemas[*name]["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{name} documented"))
+                .keys()
+        })
+        .collect();
     documented.sort();
     assert_eq!(keys, documented);
     // The interactive reference is served from the binary.
@@ -355,7 +397,20 @@ async fn health_readiness_and_metrics() {
         .iter()
         .map(|s| s["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(names, ["api_keys", "identity", "key_table"]);
+    assert_eq!(
+        names,
+        [
+            "api_keys",
+            "companies",
+            "contacts",
+            "deals",
+            "documents",
+            "identity",
+            "key_table",
+            "projects",
+            "tasks"
+        ]
+    );
     app.signup("metrics@example.com", "Metrics").await;
     let metrics = app.call("GET", "/metrics", None, None, &[]).await;
     metrics.expect(200);

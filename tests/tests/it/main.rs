@@ -7,3 +7,4 @@ mod http;
 mod idempotency;
 mod identity;
 mod subscriptions;
+mod workspace_data;

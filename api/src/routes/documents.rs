@@ -1,0 +1,83 @@
+//! `/documents` (`documents:*`): the workspace's markdown documents.
+
+use pulsar_domain::scopes;
+use pulsar_domain::workspace_data::{DocumentFields, DocumentKind};
+use pulsar_projections::list::{Column, Include, ListSpec};
+
+use super::records::{record_routes, Resource};
+
+/// The `/documents` collection.
+pub struct Documents;
+
+impl Resource for Documents {
+    type Kind = DocumentKind;
+    const LABEL: &'static str = "Document";
+    const NAME: &'static str = pulsar_projections::workspace_data::documents::NAME;
+    const SCOPE: scopes::Resource = scopes::Resource::Documents;
+    const SPEC: &'static ListSpec = &SPEC;
+    const ALIAS_ID: &'static str = "doc.id";
+    const ALIAS_WORKSPACE: &'static str = "doc.workspace_id";
+    const REFERENCES: &'static [(&'static str, &'static str)] = &[];
+}
+
+static SPEC: ListSpec = ListSpec {
+    from: "documents doc",
+    item: "jsonb_build_object('id', doc.id, 'workspace_id', doc.workspace_id, 'title', doc.title,
+            'body', doc.body, 'tags', to_jsonb(doc.tags), 'created_by', doc.created_by,
+            'created_at', rfc3339(doc.created_at), 'updated_at', rfc3339(doc.updated_at),
+            'version', doc.version)",
+    id: "doc.id",
+    sortable: &[
+        Column {
+            name: "title",
+            sql: "doc.title",
+        },
+        Column {
+            name: "created_at",
+            sql: "doc.created_at",
+        },
+        Column {
+            name: "updated_at",
+            sql: "doc.updated_at",
+        },
+    ],
+    filters: &[],
+    filter_values: &[],
+    contains_filters: &[Column {
+        name: "tag",
+        sql: "doc.tags",
+    }],
+    created_at: Some("doc.created_at"),
+    updated_at: Some("doc.updated_at"),
+    search: Some("doc.search"),
+    fields: &[
+        "id",
+        "workspace_id",
+        "title",
+        "body",
+        "tags",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "version",
+    ],
+    includes: &[Include {
+        name: "tags",
+        sql: "(SELECT coalesce(jsonb_agg(jsonb_build_object('name', tg.tag, 'count',
+                    (SELECT count(*) FROM documents x
+                      WHERE x.workspace_id = doc.workspace_id AND x.tags @> ARRAY[tg.tag]))
+                    ORDER BY tg.n), '[]'::jsonb)
+                 FROM unnest(doc.tags) WITH ORDINALITY AS tg(tag, n))",
+    }],
+    default_sort: "-created_at",
+};
+
+record_routes! {
+    resource: Documents,
+    fields: DocumentFields,
+    path: "/documents",
+    item_path: "/documents/{id}",
+    tag: "documents",
+    filters: ["tag"],
+    includes: "`tags`",
+}

@@ -1,0 +1,397 @@
+//! Workspace data over REST: the handlers every record collection shares (`/projects`,
+//! `/tasks`, `/contacts`, `/companies`, `/deals`, `/documents`).
+//!
+//! Each collection is a [`Resource`]: its record kind, scope, list spec and the
+//! references its fields hold. The handlers here do what is the same everywhere:
+//! - scope checks (`<resource>:read|write|delete`), tenant scoping of every read;
+//! - tier limits on creation (403 `feature_limit_reached`), from the live counts the
+//!   projections keep;
+//! - reference lookups: each referenced id is looked up in this workspace, and the
+//!   aggregate decides what a missing one means (422 on the field);
+//! - `If-Match` on PATCH and DELETE, `ETag` on every item answer;
+//! - read-your-writes: a write answers after its read model has it.
+//!
+//! The per-collection modules ([`super::projects`] etc.) are thin, annotated wrappers,
+//! so the OpenAPI document names each route and schema.
+
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use pulsar_domain::ids;
+use pulsar_domain::record::{LiveReferences, Record, RecordCommand, RecordKind};
+use pulsar_domain::scopes::{self, Action, Permission};
+use pulsar_domain::workspace::Tier;
+use pulsar_domain::workspace_data::tier_limit;
+use pulsar_projections::list::{self, ListRequest, ListSpec};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::auth::Auth;
+use crate::error::{Error, Result};
+use crate::extract::QueryPairs;
+use crate::middleware::no_content;
+use crate::state::AppState;
+
+/// One collection of workspace data.
+pub trait Resource: Send + Sync + 'static {
+    type Kind: RecordKind;
+    /// How answers name one item, e.g. `Project`.
+    const LABEL: &'static str;
+    /// The read model (table and subscriber) and the tier-limit feature, e.g. `projects`.
+    const NAME: &'static str;
+    /// The scope resource guarding it.
+    const SCOPE: scopes::Resource;
+    /// The list, filters, includes and item shape.
+    const SPEC: &'static ListSpec;
+    /// The table alias `SPEC` uses, e.g. `p`, for the id and tenant conditions.
+    const ALIAS_ID: &'static str;
+    const ALIAS_WORKSPACE: &'static str;
+    /// For each reference field, a query giving the id back when `$2` is live in
+    /// workspace `$1`.
+    const REFERENCES: &'static [(&'static str, &'static str)];
+}
+
+/// A reference to a member of the workspace.
+pub const MEMBER: &str =
+    "SELECT user_id FROM workspace_members WHERE workspace_id = $1 AND user_id = $2";
+pub const PROJECT: &str = "SELECT id FROM projects WHERE workspace_id = $1 AND id = $2";
+pub const COMPANY: &str = "SELECT id FROM companies WHERE workspace_id = $1 AND id = $2";
+pub const CONTACT: &str = "SELECT id FROM contacts WHERE workspace_id = $1 AND id = $2";
+
+/// What every item carries besides its fields.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordMetaOut {
+    #[schema(example = "proj_0193a5f7c6a87f4c9d5e3b2a1c0d9e8f")]
+    pub id: String,
+    pub workspace_id: String,
+    /// Who created it: `{type: user|api_key, id, name}`.
+    #[schema(value_type = Object)]
+    pub created_by: Value,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The aggregate version; also the `ETag`, for `If-Match` on PATCH and DELETE.
+    pub version: i64,
+}
+
+/// An item: its fields plus [`RecordMetaOut`]. With `include`, each named relation is
+/// embedded under its name (`null` when it no longer exists); `include=tags` turns
+/// `tags` into `[{name, count}]`, `count` being the items of this kind with that tag.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordOut<F: ToSchema> {
+    #[serde(flatten)]
+    pub fields: F,
+    #[serde(flatten)]
+    pub meta: RecordMetaOut,
+}
+
+fn permission<R: Resource>(action: Action) -> Permission {
+    Permission(R::SCOPE, action)
+}
+
+fn not_found<R: Resource>() -> Error {
+    Error::not_found(R::LABEL)
+}
+
+async fn item<R: Resource>(state: &AppState, workspace_id: &str, id: &str) -> Result<Value> {
+    list::fetch_one(
+        &state.pool,
+        R::SPEC,
+        &[
+            (R::ALIAS_ID, id.to_string()),
+            (R::ALIAS_WORKSPACE, workspace_id.to_string()),
+        ],
+    )
+    .await?
+    .ok_or_else(not_found::<R>)
+}
+
+/// Which of `candidates` (`(field, id)`) are live in the workspace.
+async fn live_references<R: Resource>(
+    state: &AppState,
+    workspace_id: &str,
+    candidates: Vec<(String, String)>,
+) -> Result<LiveReferences> {
+    let mut live = LiveReferences::new();
+    for (field, id) in candidates {
+        let Some((_, sql)) = R::REFERENCES.iter().find(|(f, _)| *f == field) else {
+            continue;
+        };
+        let found: Option<String> = sqlx::query_scalar(sql)
+            .bind(workspace_id)
+            .bind(&id)
+            .fetch_optional(&state.pool)
+            .await?;
+        if found.is_some() {
+            live.insert((field, id));
+        }
+    }
+    Ok(live)
+}
+
+/// 403 `feature_limit_reached` when the workspace holds as many as its tier allows.
+///
+/// The count is the projection's, so creations racing each other can overshoot the
+/// limit by the number in flight; sequential clients never can.
+async fn check_limit<R: Resource>(state: &AppState, workspace_id: &str) -> Result<()> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT w.tier, coalesce((SELECT c.count FROM workspace_record_counts c
+                                   WHERE c.workspace_id = w.id AND c.feature = $2), 0)
+           FROM workspaces w WHERE w.id = $1",
+    )
+    .bind(workspace_id)
+    .bind(R::NAME)
+    .fetch_optional(&state.pool)
+    .await?;
+    let (tier, count) = row.ok_or_else(|| Error::not_found("Workspace"))?;
+    let tier = Tier::parse(&tier).unwrap_or_default();
+    match tier_limit(tier, R::NAME) {
+        Some(limit) if count >= limit => Err(Error::FeatureLimitReached {
+            feature: R::NAME,
+            limit,
+            tier: tier.as_str(),
+            upgrade_url: state.config.upgrade_url.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub async fn list<R: Resource>(
+    state: &AppState,
+    auth: &Auth,
+    uri: &Uri,
+    query: &QueryPairs,
+) -> Result<Response> {
+    auth.require(permission::<R>(Action::Read))?;
+    super::list(
+        state,
+        R::SPEC,
+        uri,
+        query,
+        &[(R::ALIAS_WORKSPACE, auth.workspace_id.clone())],
+    )
+    .await
+}
+
+pub async fn get<R: Resource>(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    query: &QueryPairs,
+) -> Result<Response> {
+    auth.require(permission::<R>(Action::Read))?;
+    let request = ListRequest::item(R::SPEC, &query.0).map_err(Error::BadRequest)?;
+    let scope = [
+        (R::ALIAS_ID, id.to_string()),
+        (R::ALIAS_WORKSPACE, auth.workspace_id.clone()),
+    ];
+    let item = list::fetch_item(&state.pool, R::SPEC, &request, &scope)
+        .await?
+        .ok_or_else(not_found::<R>)?;
+    Ok(super::data(item))
+}
+
+pub async fn create<R: Resource>(
+    state: &AppState,
+    auth: &Auth,
+    fields: <R::Kind as RecordKind>::Fields,
+) -> Result<Response> {
+    auth.require(permission::<R>(Action::Write))?;
+    check_limit::<R>(state, &auth.workspace_id).await?;
+    let candidates: Vec<(String, String)> = R::Kind::references(&fields)
+        .into_iter()
+        .map(|(field, id)| (field.to_string(), id))
+        .collect();
+    let live = live_references::<R>(state, &auth.workspace_id, candidates).await?;
+    let id = ids::new_id(R::Kind::ID_PREFIX);
+    let command = RecordCommand::Create {
+        workspace_id: auth.workspace_id.clone(),
+        fields,
+        created_by: auth.principal.actor(),
+        live,
+    };
+    state
+        .commands
+        .execute::<Record<R::Kind>>(&id, command, &auth.metadata(), &[R::NAME])
+        .await?;
+    let data = item::<R>(state, &auth.workspace_id, &id).await?;
+    Ok(super::created(
+        &format!("{} created successfully.", R::LABEL),
+        data,
+    ))
+}
+
+pub async fn update<R: Resource>(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    headers: &HeaderMap,
+    patch: Map<String, Value>,
+) -> Result<Response> {
+    auth.require(permission::<R>(Action::Write))?;
+    let expected = super::if_match(headers)?;
+    let candidates: Vec<(String, String)> = R::REFERENCES
+        .iter()
+        .filter_map(|(field, _)| {
+            let id = patch.get(*field)?.as_str()?;
+            Some((field.to_string(), id.trim().to_string()))
+        })
+        .collect();
+    let live = live_references::<R>(state, &auth.workspace_id, candidates).await?;
+    let command = RecordCommand::Update {
+        workspace_id: auth.workspace_id.clone(),
+        patch,
+        live,
+    };
+    state
+        .commands
+        .execute_expecting::<Record<R::Kind>>(id, command, &auth.metadata(), &[R::NAME], expected)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => not_found::<R>(),
+            other => other,
+        })?;
+    Ok(super::data(item::<R>(state, &auth.workspace_id, id).await?))
+}
+
+pub async fn delete<R: Resource>(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    auth.require(permission::<R>(Action::Delete))?;
+    let expected = super::if_match(headers)?;
+    let command = RecordCommand::Delete {
+        workspace_id: auth.workspace_id.clone(),
+    };
+    state
+        .commands
+        .execute_expecting::<Record<R::Kind>>(id, command, &auth.metadata(), &[R::NAME], expected)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => not_found::<R>(),
+            other => other,
+        })?;
+    Ok(no_content())
+}
+
+/// Declares one collection's annotated routes; the handlers above do the work.
+///
+/// `filters` are the collection's exact-match filter parameters (beyond `status`),
+/// documented in the OpenAPI document.
+macro_rules! record_routes {
+    (
+        resource: $resource:ty,
+        fields: $fields:ty,
+        path: $path:tt,
+        item_path: $item_path:tt,
+        tag: $tag:tt,
+        filters: [$($filter:tt),*],
+        includes: $includes:tt $(,)?
+    ) => {
+        use axum::extract::{OriginalUri, Path, State};
+        use axum::http::HeaderMap;
+        use axum::response::Response;
+        use serde_json::{Map, Value};
+        use utoipa_axum::router::OpenApiRouter;
+        use utoipa_axum::routes;
+
+        use super::records::{self, RecordOut};
+        use super::{CreatedOut, DataOut, ErrorOut, ListOut};
+        use crate::auth::Auth;
+        use crate::error::Result;
+        use crate::extract::{Json, QueryPairs};
+        use crate::state::AppState;
+
+        pub fn router() -> OpenApiRouter<AppState> {
+            OpenApiRouter::new()
+                .routes(routes!(list, create))
+                .routes(routes!(get, update, delete))
+        }
+
+        /// List, filter, search, sort and page.
+        #[utoipa::path(get, path = $path, tag = $tag,
+            params(
+                ("page" = Option<u32>, Query, description = "1-based"),
+                ("per_page" = Option<u32>, Query, description = "1 to 100, default 25; `limit` is an alias"),
+                ("sort" = Option<String>, Query, description = "comma list, `-` for descending, e.g. `-created_at,name`"),
+                ("fields" = Option<String>, Query, description = "comma list of the keys to keep in each item"),
+                ("include" = Option<String>, Query, description = $includes),
+                ("search" = Option<String>, Query, description = "full text over the text fields (web-search syntax)"),
+                $(($filter = Option<String>, Query, description = "exact match; a comma list matches any"),)*
+                ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
+                ("updated_after" = Option<String>, Query), ("updated_before" = Option<String>, Query),
+            ),
+            responses((status = 200, body = ListOut<RecordOut<$fields>>), (status = 400, body = ErrorOut),
+                (status = 401, body = ErrorOut), (status = 403, body = ErrorOut)),
+            security(("bearer" = []), ("api_key_pair" = [])))]
+        async fn list(
+            State(state): State<AppState>,
+            auth: Auth,
+            OriginalUri(uri): OriginalUri,
+            query: QueryPairs,
+        ) -> Result<Response> {
+            records::list::<$resource>(&state, &auth, &uri, &query).await
+        }
+
+        /// Create one. Beyond the workspace tier's limit: 403 `feature_limit_reached`.
+        #[utoipa::path(post, path = $path, tag = $tag, request_body = $fields,
+            responses((status = 201, body = CreatedOut<RecordOut<$fields>>), (status = 403, body = ErrorOut),
+                (status = 422, body = ErrorOut)),
+            security(("bearer" = []), ("api_key_pair" = [])))]
+        async fn create(
+            State(state): State<AppState>,
+            auth: Auth,
+            Json(fields): Json<$fields>,
+        ) -> Result<Response> {
+            records::create::<$resource>(&state, &auth, fields).await
+        }
+
+        /// Get one (another workspace's ids are 404).
+        #[utoipa::path(get, path = $item_path, tag = $tag, params(("id" = String, Path),
+                ("fields" = Option<String>, Query, description = "comma list of the keys to keep"),
+                ("include" = Option<String>, Query, description = $includes)),
+            responses((status = 200, body = DataOut<RecordOut<$fields>>), (status = 404, body = ErrorOut)),
+            security(("bearer" = []), ("api_key_pair" = [])))]
+        async fn get(
+            State(state): State<AppState>,
+            auth: Auth,
+            Path(id): Path<String>,
+            query: QueryPairs,
+        ) -> Result<Response> {
+            records::get::<$resource>(&state, &auth, &id, &query).await
+        }
+
+        /// Change some fields: absent ones stay, `null` clears an optional one.
+        /// `If-Match` with the item's `ETag` makes it conditional (412 when stale).
+        #[utoipa::path(patch, path = $item_path, tag = $tag, params(("id" = String, Path)),
+            request_body(content = $fields, description = "any subset of the fields"),
+            responses((status = 200, body = DataOut<RecordOut<$fields>>), (status = 404, body = ErrorOut),
+                (status = 412, body = ErrorOut), (status = 422, body = ErrorOut)),
+            security(("bearer" = []), ("api_key_pair" = [])))]
+        async fn update(
+            State(state): State<AppState>,
+            auth: Auth,
+            Path(id): Path<String>,
+            headers: HeaderMap,
+            Json(patch): Json<Map<String, Value>>,
+        ) -> Result<Response> {
+            records::update::<$resource>(&state, &auth, &id, &headers, patch).await
+        }
+
+        /// Delete one. `If-Match` makes it conditional (412 when stale).
+        #[utoipa::path(delete, path = $item_path, tag = $tag, params(("id" = String, Path)),
+            responses((status = 204), (status = 404, body = ErrorOut), (status = 412, body = ErrorOut)),
+            security(("bearer" = []), ("api_key_pair" = [])))]
+        async fn delete(
+            State(state): State<AppState>,
+            auth: Auth,
+            Path(id): Path<String>,
+            headers: HeaderMap,
+        ) -> Result<Response> {
+            records::delete::<$resource>(&state, &auth, &id, &headers).await
+        }
+    };
+}
+
+pub(crate) use record_routes;
