@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use pulsar_domain::{DomainError, EventMetadata};
@@ -103,7 +103,6 @@ impl Commands {
 
     /// As [`Commands::execute`], only if the aggregate is still at `expected_version`
     /// (a client's `If-Match`); otherwise 412 and nothing is written.
-    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, id = %id))]
     pub async fn execute_expecting<A>(
         &self,
         id: &str,
@@ -116,12 +115,57 @@ impl Commands {
         A: Aggregate<Error = DomainError, Services = ()>,
         A::Command: Clone,
     {
+        self.run(id, command, metadata, read_models, expected_version, false)
+            .await
+    }
+
+    /// Executes the command that creates aggregate `id`, an id this process just
+    /// generated (a UUIDv7): there is nothing to load, so the store is not asked. Should
+    /// the id exist after all, the append conflicts and nothing is written.
+    pub async fn create<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        read_models: &[&str],
+    ) -> Result<Committed<A>>
+    where
+        A: Aggregate<Error = DomainError, Services = ()>,
+        A::Command: Clone,
+    {
+        self.run(id, command, metadata, read_models, None, true)
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, id = %id))]
+    async fn run<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        read_models: &[&str],
+        expected_version: Option<i64>,
+        fresh: bool,
+    ) -> Result<Committed<A>>
+    where
+        A: Aggregate<Error = DomainError, Services = ()>,
+        A::Command: Clone,
+    {
         let store = store::<A>(&self.pool);
         let mut attempt = 1;
         let events = loop {
-            match Self::attempt(&store, id, command.clone(), metadata, expected_version).await {
+            let outcome = Self::attempt(
+                &store,
+                id,
+                command.clone(),
+                metadata,
+                expected_version,
+                fresh,
+            )
+            .await;
+            match outcome {
                 Err(Attempt::Failed(AggregateError::AggregateConflict))
-                    if attempt < CONFLICT_ATTEMPTS =>
+                    if attempt < CONFLICT_ATTEMPTS && !fresh =>
                 {
                     self.metrics
                         .command_conflicts_total
@@ -161,11 +205,21 @@ impl Commands {
         command: A::Command,
         metadata: &EventMetadata,
         expected_version: Option<i64>,
+        fresh: bool,
     ) -> Result<Vec<EventEnvelope<A>>, Attempt>
     where
         A: Aggregate<Error = DomainError, Services = ()>,
     {
-        let mut context = store.load_aggregate(id).await.map_err(Attempt::Failed)?;
+        let mut context = if fresh {
+            EventStoreAggregateContext {
+                aggregate_id: id.to_string(),
+                aggregate: A::default(),
+                current_sequence: 0,
+                current_snapshot: None,
+            }
+        } else {
+            store.load_aggregate(id).await.map_err(Attempt::Failed)?
+        };
         if expected_version.is_some_and(|v| v != context.current_sequence as i64) {
             return Err(Attempt::Stale);
         }

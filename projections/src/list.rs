@@ -323,36 +323,26 @@ pub async fn fetch(
     fetch_page(pool, spec, request, scope, true).await
 }
 
-async fn fetch_page(
-    pool: &PgPool,
-    spec: &ListSpec,
-    request: &ListRequest,
-    scope: &[(&'static str, String)],
-    with_total: bool,
-) -> Result<Page, sqlx::Error> {
-    let total_column = if with_total {
-        "count(*) OVER ()"
-    } else {
-        "1::bigint"
-    };
-    let mut item = spec.item.to_string();
-    let included: Vec<&Include> = spec
+/// The item expression, with the requested relations embedded.
+fn item_sql(spec: &ListSpec, request: &ListRequest) -> String {
+    let included: Vec<String> = spec
         .includes
         .iter()
         .filter(|r| request.include.iter().any(|i| i == r.name))
+        .map(|r| format!("'{}', {}", r.name, r.sql))
         .collect();
-    if !included.is_empty() {
-        let pairs: Vec<String> = included
-            .iter()
-            .map(|r| format!("'{}', {}", r.name, r.sql))
-            .collect();
-        item = format!("({item} || jsonb_build_object({}))", pairs.join(", "));
+    if included.is_empty() {
+        spec.item.to_string()
+    } else {
+        format!(
+            "({} || jsonb_build_object({}))",
+            spec.item,
+            included.join(", ")
+        )
     }
-    let mut qb = QueryBuilder::new(format!(
-        "SELECT {item} AS item, {total_column} AS total FROM {}",
-        spec.from
-    ));
-    push_conditions(&mut qb, spec, request, scope);
+}
+
+fn push_page(qb: &mut QueryBuilder<'_, Postgres>, spec: &ListSpec, request: &ListRequest) {
     qb.push(" ORDER BY ");
     for key in &request.sort {
         let direction = if key.descending { "DESC" } else { "ASC" };
@@ -363,9 +353,38 @@ async fn fetch_page(
         .push_bind(i64::from(request.per_page))
         .push(" OFFSET ")
         .push_bind(i64::from(request.page - 1) * i64::from(request.per_page));
+}
+
+/// A page in two narrow steps rather than one wide query: the page's ids with the
+/// total (sorted, counted and limited on plain columns), then the items built for those
+/// ids only. One query building each item's JSON before the sort would build it for
+/// every matching row: on 100,000 rows that was most of a list's time.
+async fn fetch_page(
+    pool: &PgPool,
+    spec: &ListSpec,
+    request: &ListRequest,
+    scope: &[(&'static str, String)],
+    with_total: bool,
+) -> Result<Page, sqlx::Error> {
+    let item = item_sql(spec, request);
+    if !with_total {
+        let mut qb = QueryBuilder::new(format!("SELECT {item} FROM {}", spec.from));
+        push_conditions(&mut qb, spec, request, scope);
+        push_page(&mut qb, spec, request);
+        let items = qb.build_query_scalar::<Value>().fetch_all(pool).await?;
+        let total = items.len() as i64;
+        return Ok(shape(request, items, total));
+    }
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {}::text AS id, count(*) OVER () AS total FROM {}",
+        spec.id, spec.from
+    ));
+    push_conditions(&mut qb, spec, request, scope);
+    push_page(&mut qb, spec, request);
     let rows = qb.build().fetch_all(pool).await?;
     let total = match rows.first() {
         Some(row) => row.try_get::<i64, _>("total")?,
+        // Past the last page the window has no row to carry the total.
         None if request.page > 1 => {
             let mut count = QueryBuilder::new(format!("SELECT count(*) FROM {}", spec.from));
             push_conditions(&mut count, spec, request, scope);
@@ -373,10 +392,36 @@ async fn fetch_page(
         }
         None => 0,
     };
-    let mut items = rows
+    let ids = rows
         .iter()
-        .map(|row| row.try_get::<Value, _>("item"))
+        .map(|row| row.try_get::<String, _>("id"))
         .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Ok(shape(request, Vec::new(), total));
+    }
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {}::text AS id, {item} AS item FROM {} WHERE TRUE",
+        spec.id, spec.from
+    ));
+    for (column, value) in scope {
+        qb.push(format_args!(" AND {column} = ")).push_bind(value);
+    }
+    qb.push(format_args!(" AND {}::text = ANY(", spec.id))
+        .push_bind(&ids)
+        .push(")");
+    let mut by_id: std::collections::HashMap<String, Value> = qb
+        .build()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("item")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let items: Vec<Value> = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+    Ok(shape(request, items, total))
+}
+
+/// Applies `fields` (keeping included relations) and wraps the page.
+fn shape(request: &ListRequest, mut items: Vec<Value>, total: i64) -> Page {
     if let Some(fields) = &request.fields {
         for item in &mut items {
             if let Value::Object(map) = item {
@@ -386,12 +431,12 @@ async fn fetch_page(
             }
         }
     }
-    Ok(Page {
+    Page {
         items,
         total,
         page: request.page,
         per_page: request.per_page,
-    })
+    }
 }
 
 impl Page {

@@ -48,10 +48,19 @@ where
     F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    drive_with(CLIENTS, op).await
+}
+
+/// As [`drive`], from `clients` tasks.
+pub async fn drive_with<F, Fut>(clients: usize, op: F) -> Run
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let op = Arc::new(op);
     let duration = seconds();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
+    let tasks: Vec<_> = (0..clients)
         .map(|client| {
             let op = op.clone();
             tokio::spawn(async move {

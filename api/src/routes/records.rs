@@ -211,7 +211,7 @@ pub async fn create<R: Resource>(
     };
     state
         .commands
-        .execute::<Record<R::Kind>>(&id, command, &auth.metadata(), &[R::NAME])
+        .create::<Record<R::Kind>>(&id, command, &auth.metadata(), &[R::NAME])
         .await?;
     let data = item::<R>(state, &auth.workspace_id, &id).await?;
     Ok(super::created(
