@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use pulsar_projections::key_table::KeyTable;
+use pulsar_projections::list::CountCache;
 use pulsar_projections::Subscriptions;
 use sqlx::PgPool;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     pub usage: Arc<KeyUsage>,
     pub clock: Arc<Clock>,
+    /// List totals, reused while their read model has not moved.
+    pub counts: Arc<CountCache>,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
             key_table,
             usage: Arc::default(),
             clock: Arc::default(),
+            counts: Arc::default(),
         }
     }
 }

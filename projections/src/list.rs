@@ -6,9 +6,15 @@
 //! a request checked against it (unknown parameters, sort fields and fields are errors,
 //! never ignored) and [`fetch`] runs it.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use crate::position::Position;
 
 /// Default and largest page sizes.
 pub const DEFAULT_PER_PAGE: u32 = 25;
@@ -320,7 +326,90 @@ pub async fn fetch(
     request: &ListRequest,
     scope: &[(&'static str, String)],
 ) -> Result<Page, sqlx::Error> {
-    fetch_page(pool, spec, request, scope, true).await
+    fetch_page(pool, spec, request, scope, Total::Count(None)).await
+}
+
+/// As [`fetch`], reusing the total of an identical query (same scope, filters, ranges
+/// and search; any page, sort or fields) while the read model's checkpoint is still at
+/// `at`. Paging through a large result then counts it once.
+pub async fn fetch_counted(
+    pool: &PgPool,
+    spec: &ListSpec,
+    request: &ListRequest,
+    scope: &[(&'static str, String)],
+    counts: &CountCache,
+    at: Position,
+) -> Result<Page, sqlx::Error> {
+    fetch_page(pool, spec, request, scope, Total::Count(Some((counts, at)))).await
+}
+
+/// The totals of recent list queries, each valid while its read model's checkpoint stays
+/// where it was when the total was counted (read models change only with their
+/// checkpoint). Bounded: it is emptied when full.
+#[derive(Debug, Default)]
+pub struct CountCache {
+    entries: Mutex<HashMap<String, (Position, i64)>>,
+}
+
+impl CountCache {
+    /// Most totals kept at once.
+    const CAPACITY: usize = 10_000;
+
+    fn get(&self, key: &str, at: Position) -> Option<i64> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .and_then(|(position, total)| (*position == at).then_some(*total))
+    }
+
+    fn put(&self, key: String, at: Position, total: i64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::CAPACITY {
+            entries.clear();
+        }
+        entries.insert(key, (at, total));
+    }
+
+    /// Totals currently kept.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What decides a total: everything in the WHERE clause, nothing about the page.
+fn count_key(spec: &ListSpec, request: &ListRequest, scope: &[(&'static str, String)]) -> String {
+    let mut key = String::from(spec.from);
+    for (column, value) in scope {
+        let _ = write!(key, "|{column}={value:?}");
+    }
+    for (column, values) in &request.filters {
+        let _ = write!(key, "|{}={values:?}", column.name);
+    }
+    for (column, values) in &request.contains {
+        let _ = write!(key, "|{}@>{values:?}", column.name);
+    }
+    let _ = write!(
+        key,
+        "|{:?}|{:?}|{:?}|{:?}|{:?}",
+        request.created_after,
+        request.created_before,
+        request.updated_after,
+        request.updated_before,
+        request.search
+    );
+    key
+}
+
+/// How a page gets its total.
+enum Total<'a> {
+    /// Single items: the number of rows found.
+    Rows,
+    /// Counted, optionally through a cache at a read-model position.
+    Count(Option<(&'a CountCache, Position)>),
 }
 
 /// The item expression, with the requested relations embedded.
@@ -364,34 +453,52 @@ async fn fetch_page(
     spec: &ListSpec,
     request: &ListRequest,
     scope: &[(&'static str, String)],
-    with_total: bool,
+    total: Total<'_>,
 ) -> Result<Page, sqlx::Error> {
     let item = item_sql(spec, request);
-    if !with_total {
-        let mut qb = QueryBuilder::new(format!("SELECT {item} FROM {}", spec.from));
-        push_conditions(&mut qb, spec, request, scope);
-        push_page(&mut qb, spec, request);
-        let items = qb.build_query_scalar::<Value>().fetch_all(pool).await?;
-        let total = items.len() as i64;
-        return Ok(shape(request, items, total));
-    }
+    let counts = match total {
+        Total::Count(counts) => counts,
+        Total::Rows => {
+            let mut qb = QueryBuilder::new(format!("SELECT {item} FROM {}", spec.from));
+            push_conditions(&mut qb, spec, request, scope);
+            push_page(&mut qb, spec, request);
+            let items = qb.build_query_scalar::<Value>().fetch_all(pool).await?;
+            let total = items.len() as i64;
+            return Ok(shape(request, items, total));
+        }
+    };
+    let key = counts.map(|_| count_key(spec, request, scope));
+    let known = counts
+        .zip(key.as_deref())
+        .and_then(|((cache, at), key)| cache.get(key, at));
+    // With a known total the page query needs no window, and PostgreSQL can stop at
+    // the page's last row instead of visiting every match.
+    let window = if known.is_some() {
+        "NULL::bigint"
+    } else {
+        "count(*) OVER ()"
+    };
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {}::text AS id, count(*) OVER () AS total FROM {}",
+        "SELECT {}::text AS id, {window} AS total FROM {}",
         spec.id, spec.from
     ));
     push_conditions(&mut qb, spec, request, scope);
     push_page(&mut qb, spec, request);
     let rows = qb.build().fetch_all(pool).await?;
-    let total = match rows.first() {
-        Some(row) => row.try_get::<i64, _>("total")?,
+    let total = match (known, rows.first()) {
+        (Some(total), _) => total,
+        (None, Some(row)) => row.try_get::<i64, _>("total")?,
         // Past the last page the window has no row to carry the total.
-        None if request.page > 1 => {
+        (None, None) if request.page > 1 => {
             let mut count = QueryBuilder::new(format!("SELECT count(*) FROM {}", spec.from));
             push_conditions(&mut count, spec, request, scope);
             count.build_query_scalar::<i64>().fetch_one(pool).await?
         }
-        None => 0,
+        (None, None) => 0,
     };
+    if let (Some((cache, at)), Some(key), None) = (counts, key, known) {
+        cache.put(key, at, total);
+    }
     let ids = rows
         .iter()
         .map(|row| row.try_get::<String, _>("id"))
@@ -502,7 +609,7 @@ pub async fn fetch_item(
     request: &ListRequest,
     scope: &[(&'static str, String)],
 ) -> Result<Option<Value>, sqlx::Error> {
-    Ok(fetch_page(pool, spec, request, scope, false)
+    Ok(fetch_page(pool, spec, request, scope, Total::Rows)
         .await?
         .items
         .into_iter()

@@ -701,6 +701,13 @@ impl Subscriptions {
     }
 
     /// Runs `f` with a subscriber's lag histogram.
+    /// Where subscriber `name`'s checkpoint stands, as this process last saw it. A read
+    /// model changes only when its checkpoint moves.
+    pub fn position(&self, name: &str) -> Option<Position> {
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(name).map(|e| *e.position.borrow())
+    }
+
     pub fn with_lag<R>(&self, name: &str, f: impl FnOnce(&LagHistogram) -> R) -> Option<R> {
         let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
         entries.get(name).map(|e| f(&e.lag))

@@ -129,6 +129,28 @@ pub async fn list(
     Ok(list_response(uri, query, page))
 }
 
+/// As [`list`] over the read model kept by subscriber `read_model`, reusing a query's
+/// total while that read model has not moved. Only for lists whose rows depend on
+/// nothing but the read model (no clock-dependent filters).
+pub async fn list_counted(
+    state: &AppState,
+    spec: &ListSpec,
+    uri: &Uri,
+    query: &QueryPairs,
+    scope: &[(&'static str, String)],
+    read_model: &str,
+) -> Result<Response> {
+    let request =
+        ListRequest::parse(spec, &query.0, &["workspaceId"]).map_err(Error::BadRequest)?;
+    let page = match state.subscriptions.position(read_model) {
+        Some(at) => {
+            list::fetch_counted(&state.pool, spec, &request, scope, &state.counts, at).await?
+        }
+        None => list::fetch(&state.pool, spec, &request, scope).await?,
+    };
+    Ok(list_response(uri, query, page))
+}
+
 /// `{"data": item}`, with the item's `version` as its `ETag`.
 pub fn data(item: Value) -> Response {
     let etag = etag_of(&item);

@@ -162,12 +162,13 @@ pub async fn list<R: Resource>(
     query: &QueryPairs,
 ) -> Result<Response> {
     auth.require(permission::<R>(Action::Read))?;
-    super::list(
+    super::list_counted(
         state,
         R::SPEC,
         uri,
         query,
         &[(R::ALIAS_WORKSPACE, auth.workspace_id.clone())],
+        R::NAME,
     )
     .await
 }

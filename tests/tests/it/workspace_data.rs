@@ -1054,3 +1054,69 @@ async fn tier_limits_and_scopes_guard_creation() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn reused_totals_follow_every_write() {
+    let app = TestApp::start().await;
+    let user = app.signup("totals@example.com", "Totals").await;
+    let mut ids_made = Vec::new();
+    for n in 0..3 {
+        ids_made.push(id(&create(
+            &app,
+            &user,
+            "projects",
+            json!({"name": format!("Count {n}")}),
+        )
+        .await));
+    }
+    let total = |response: &Response| response.body["meta"]["total"].as_i64().expect("total");
+    assert_eq!(
+        total(&list(&app, &user, "projects", "search=count").await),
+        3
+    );
+    assert!(
+        !app.runtime.state.counts.is_empty(),
+        "the total was kept for reuse"
+    );
+    // Another page of the same query reuses it, and still answers correctly.
+    let second = list(
+        &app,
+        &user,
+        "projects",
+        "search=count&per_page=2&page=2&sort=name",
+    )
+    .await;
+    assert_eq!((total(&second), ids(&second).len()), (3, 1));
+    // Every kind of write moves it: create, change in and out of a filter, delete.
+    create(&app, &user, "projects", json!({"name": "Count 3"})).await;
+    assert_eq!(
+        total(&list(&app, &user, "projects", "search=count").await),
+        4
+    );
+    assert_eq!(
+        total(&list(&app, &user, "projects", "status=archived").await),
+        0
+    );
+    app.patch(
+        &format!("{V1}/projects/{}", ids_made[0]),
+        &user,
+        json!({"status": "archived"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        total(&list(&app, &user, "projects", "status=archived").await),
+        1
+    );
+    app.delete(&format!("{V1}/projects/{}", ids_made[1]), &user)
+        .await
+        .expect(204);
+    assert_eq!(
+        total(&list(&app, &user, "projects", "search=count").await),
+        3
+    );
+    // Past the last page the total is still right.
+    let beyond = list(&app, &user, "projects", "search=count&page=9").await;
+    assert_eq!((total(&beyond), ids(&beyond).len()), (3, 0));
+    app.stop().await;
+}
