@@ -47,6 +47,10 @@ pub struct ListSpec {
     /// Unique column, the final tie-breaker so pages are stable.
     pub id: &'static str,
     pub sortable: &'static [Column],
+    /// Sortable columns that may be NULL: they sort last in both directions. The others
+    /// get no NULLS clause, so a descending sort can walk an ascending index backwards
+    /// (`DESC NULLS LAST` would not match it and forces a sort of every match).
+    pub nullable: &'static [&'static str],
     /// Exact-match filters, e.g. `status`; a comma list matches any of its values.
     pub filters: &'static [Column],
     /// The values a filter accepts, where they are a closed set (anything else is 400).
@@ -435,7 +439,12 @@ fn push_page(qb: &mut QueryBuilder<'_, Postgres>, spec: &ListSpec, request: &Lis
     qb.push(" ORDER BY ");
     for key in &request.sort {
         let direction = if key.descending { "DESC" } else { "ASC" };
-        qb.push(format_args!("{} {direction} NULLS LAST, ", key.column.sql));
+        let nulls = if spec.nullable.contains(&key.column.name) {
+            " NULLS LAST"
+        } else {
+            ""
+        };
+        qb.push(format_args!("{} {direction}{nulls}, ", key.column.sql));
     }
     qb.push(format_args!("{} ASC", spec.id));
     qb.push(" LIMIT ")

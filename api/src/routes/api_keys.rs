@@ -75,6 +75,7 @@ static KEYS: ListSpec = ListSpec {
             sql: "k.expires_at",
         },
     ],
+    nullable: &["last_used_at", "expires_at"],
     filters: &[
         Column {
             name: "status",

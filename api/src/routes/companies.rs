@@ -45,6 +45,7 @@ static SPEC: ListSpec = ListSpec {
             sql: "co.updated_at",
         },
     ],
+    nullable: &["domain"],
     filters: &[Column {
         name: "domain",
         sql: "co.domain",

@@ -45,6 +45,7 @@ static SPEC: ListSpec = ListSpec {
             sql: "c.updated_at",
         },
     ],
+    nullable: &["email"],
     filters: &[
         Column {
             name: "company_id",

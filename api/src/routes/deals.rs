@@ -36,6 +36,7 @@ static SPEC: ListSpec = ListSpec {
         Column { name: "created_at", sql: "d.created_at" },
         Column { name: "updated_at", sql: "d.updated_at" },
     ],
+    nullable: &[],
     filters: &[
         Column { name: "stage", sql: "d.stage" },
         Column { name: "currency", sql: "d.currency" },

@@ -2,9 +2,9 @@
 
 use pulsar_domain::scopes;
 use pulsar_domain::workspace_data::{DocumentFields, DocumentKind};
-use pulsar_projections::list::{Column, Include, ListSpec};
+use pulsar_projections::list::{Column, ListSpec};
 
-use super::records::{record_routes, Resource};
+use super::records::{record_routes, tags_include, Resource};
 
 /// The `/documents` collection.
 pub struct Documents;
@@ -41,6 +41,7 @@ static SPEC: ListSpec = ListSpec {
             sql: "doc.updated_at",
         },
     ],
+    nullable: &[],
     filters: &[],
     filter_values: &[],
     contains_filters: &[Column {
@@ -61,14 +62,7 @@ static SPEC: ListSpec = ListSpec {
         "updated_at",
         "version",
     ],
-    includes: &[Include {
-        name: "tags",
-        sql: "(SELECT coalesce(jsonb_agg(jsonb_build_object('name', tg.tag, 'count',
-                    (SELECT count(*) FROM documents x
-                      WHERE x.workspace_id = doc.workspace_id AND x.tags @> ARRAY[tg.tag]))
-                    ORDER BY tg.n), '[]'::jsonb)
-                 FROM unnest(doc.tags) WITH ORDINALITY AS tg(tag, n))",
-    }],
+    includes: &[tags_include!("documents", "doc")],
     default_sort: "-created_at",
 };
 

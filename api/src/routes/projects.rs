@@ -2,9 +2,9 @@
 
 use pulsar_domain::scopes;
 use pulsar_domain::workspace_data::{ProjectFields, ProjectKind, ProjectStatus};
-use pulsar_projections::list::{Column, Include, ListSpec};
+use pulsar_projections::list::{Column, ListSpec};
 
-use super::records::{record_routes, Resource, MEMBER};
+use super::records::{member_include, record_routes, tags_include, Resource, MEMBER};
 
 /// The `/projects` collection.
 pub struct Projects;
@@ -46,6 +46,7 @@ static SPEC: ListSpec = ListSpec {
             sql: "p.updated_at",
         },
     ],
+    nullable: &[],
     filters: &[
         Column {
             name: "status",
@@ -78,20 +79,8 @@ static SPEC: ListSpec = ListSpec {
         "version",
     ],
     includes: &[
-        Include {
-            name: "owner",
-            sql: "(SELECT jsonb_build_object('id', u.id, 'name', u.name, 'role', m.role)
-                     FROM workspace_members m JOIN users u ON u.id = m.user_id
-                    WHERE m.workspace_id = p.workspace_id AND m.user_id = p.owner_id)",
-        },
-        Include {
-            name: "tags",
-            sql: "(SELECT coalesce(jsonb_agg(jsonb_build_object('name', tg.tag, 'count',
-                        (SELECT count(*) FROM projects x
-                          WHERE x.workspace_id = p.workspace_id AND x.tags @> ARRAY[tg.tag]))
-                        ORDER BY tg.n), '[]'::jsonb)
-                     FROM unnest(p.tags) WITH ORDINALITY AS tg(tag, n))",
-        },
+        member_include!("owner", "p", "owner_id"),
+        tags_include!("projects", "p"),
     ],
     default_sort: "-created_at",
 };

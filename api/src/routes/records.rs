@@ -155,6 +155,69 @@ async fn check_limit<R: Resource>(state: &AppState, workspace_id: &str) -> Resul
     }
 }
 
+/// Runs a command on an existing record, answering "not found" in the resource's words.
+async fn change<R: Resource>(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    command: RecordCommand<R::Kind>,
+    expected: Option<i64>,
+) -> Result<()> {
+    state
+        .commands
+        .execute_expecting::<Record<R::Kind>>(id, command, &auth.metadata(), &[R::NAME], expected)
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::NotFound(_) => not_found::<R>(),
+            other => other,
+        })
+}
+
+/// `include=tags` for a collection with a `tags text[]` column: each tag with the number
+/// of the workspace's items of that collection carrying it.
+macro_rules! tags_include {
+    ($table:literal, $alias:literal) => {
+        pulsar_projections::list::Include {
+            name: "tags",
+            sql: concat!(
+                "(SELECT coalesce(jsonb_agg(jsonb_build_object('name', tg.tag, 'count', ",
+                "(SELECT count(*) FROM ",
+                $table,
+                " x WHERE x.workspace_id = ",
+                $alias,
+                ".workspace_id AND x.tags @> ARRAY[tg.tag])) ORDER BY tg.n), '[]'::jsonb) ",
+                "FROM unnest(",
+                $alias,
+                ".tags) WITH ORDINALITY AS tg(tag, n))"
+            ),
+        }
+    };
+}
+pub(crate) use tags_include;
+
+/// An include of the workspace member named by `$alias.$column` (`null` when they are
+/// no longer a member).
+macro_rules! member_include {
+    ($name:literal, $alias:literal, $column:literal) => {
+        pulsar_projections::list::Include {
+            name: $name,
+            sql: concat!(
+                "(SELECT jsonb_build_object('id', u.id, 'name', u.name, 'role', m.role) ",
+                "FROM workspace_members m JOIN users u ON u.id = m.user_id ",
+                "WHERE m.workspace_id = ",
+                $alias,
+                ".workspace_id AND m.user_id = ",
+                $alias,
+                ".",
+                $column,
+                ")"
+            ),
+        }
+    };
+}
+pub(crate) use member_include;
+
 pub async fn list<R: Resource>(
     state: &AppState,
     auth: &Auth,
@@ -243,14 +306,7 @@ pub async fn update<R: Resource>(
         patch,
         live,
     };
-    state
-        .commands
-        .execute_expecting::<Record<R::Kind>>(id, command, &auth.metadata(), &[R::NAME], expected)
-        .await
-        .map_err(|e| match e {
-            Error::NotFound(_) => not_found::<R>(),
-            other => other,
-        })?;
+    change::<R>(state, auth, id, command, expected).await?;
     Ok(super::data(item::<R>(state, &auth.workspace_id, id).await?))
 }
 
@@ -265,14 +321,7 @@ pub async fn delete<R: Resource>(
     let command = RecordCommand::Delete {
         workspace_id: auth.workspace_id.clone(),
     };
-    state
-        .commands
-        .execute_expecting::<Record<R::Kind>>(id, command, &auth.metadata(), &[R::NAME], expected)
-        .await
-        .map_err(|e| match e {
-            Error::NotFound(_) => not_found::<R>(),
-            other => other,
-        })?;
+    change::<R>(state, auth, id, command, expected).await?;
     Ok(no_content())
 }
 

@@ -4,7 +4,7 @@ use pulsar_domain::scopes;
 use pulsar_domain::workspace_data::{Priority, TaskFields, TaskKind, TaskStatus};
 use pulsar_projections::list::{Column, Include, ListSpec};
 
-use super::records::{record_routes, Resource, MEMBER, PROJECT};
+use super::records::{member_include, record_routes, tags_include, Resource, MEMBER, PROJECT};
 
 /// The `/tasks` collection.
 pub struct Tasks;
@@ -57,6 +57,7 @@ static SPEC: ListSpec = ListSpec {
             sql: "t.updated_at",
         },
     ],
+    nullable: &["due_date"],
     filters: &[
         Column {
             name: "status",
@@ -106,20 +107,8 @@ static SPEC: ListSpec = ListSpec {
                 "(SELECT jsonb_build_object('id', x.id, 'name', x.name, 'status', x.status)
                      FROM projects x WHERE x.id = t.project_id AND x.workspace_id = t.workspace_id)",
         },
-        Include {
-            name: "assignee",
-            sql: "(SELECT jsonb_build_object('id', u.id, 'name', u.name, 'role', m.role)
-                     FROM workspace_members m JOIN users u ON u.id = m.user_id
-                    WHERE m.workspace_id = t.workspace_id AND m.user_id = t.assignee_id)",
-        },
-        Include {
-            name: "tags",
-            sql: "(SELECT coalesce(jsonb_agg(jsonb_build_object('name', tg.tag, 'count',
-                        (SELECT count(*) FROM tasks x
-                          WHERE x.workspace_id = t.workspace_id AND x.tags @> ARRAY[tg.tag]))
-                        ORDER BY tg.n), '[]'::jsonb)
-                     FROM unnest(t.tags) WITH ORDINALITY AS tg(tag, n))",
-        },
+        member_include!("assignee", "t", "assignee_id"),
+        tags_include!("tasks", "t"),
     ],
     default_sort: "-created_at",
 };

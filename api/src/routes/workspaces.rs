@@ -66,6 +66,7 @@ static WORKSPACES: ListSpec = ListSpec {
             sql: "w.updated_at",
         },
     ],
+    nullable: &[],
     filters: &[
         Column {
             name: "tier",
@@ -126,6 +127,7 @@ static MEMBERS: ListSpec = ListSpec {
             sql: "m.updated_at",
         },
     ],
+    nullable: &["name"],
     filters: &[Column {
         name: "role",
         sql: "m.role",
@@ -255,6 +257,7 @@ static KEY_WORKSPACE: ListSpec = ListSpec {
         name: "created_at",
         sql: "w.created_at",
     }],
+    nullable: &[],
     filters: &[],
     created_at: None,
     updated_at: None,
