@@ -480,38 +480,27 @@ async fn fetch_page(
     let known = counts
         .zip(key.as_deref())
         .and_then(|((cache, at), key)| cache.get(key, at));
-    // With a known total the page query needs no window, and PostgreSQL can stop at
-    // the page's last row instead of visiting every match.
-    let window = if known.is_some() {
-        "NULL::bigint"
-    } else {
-        "count(*) OVER ()"
+    // The page and the total are separate queries, run concurrently: the page can
+    // walk an index in sort order and stop at its last row, while counting wants a
+    // bitmap of every match. One query with `count(*) OVER ()` gets one plan for both.
+    let page = async {
+        let mut qb = QueryBuilder::new(format!("SELECT {}::text FROM {}", spec.id, spec.from));
+        push_conditions(&mut qb, spec, request, scope);
+        push_page(&mut qb, spec, request);
+        qb.build_query_scalar::<String>().fetch_all(pool).await
     };
-    let mut qb = QueryBuilder::new(format!(
-        "SELECT {}::text AS id, {window} AS total FROM {}",
-        spec.id, spec.from
-    ));
-    push_conditions(&mut qb, spec, request, scope);
-    push_page(&mut qb, spec, request);
-    let rows = qb.build().fetch_all(pool).await?;
-    let total = match (known, rows.first()) {
-        (Some(total), _) => total,
-        (None, Some(row)) => row.try_get::<i64, _>("total")?,
-        // Past the last page the window has no row to carry the total.
-        (None, None) if request.page > 1 => {
-            let mut count = QueryBuilder::new(format!("SELECT count(*) FROM {}", spec.from));
-            push_conditions(&mut count, spec, request, scope);
-            count.build_query_scalar::<i64>().fetch_one(pool).await?
+    let count = async {
+        if let Some(total) = known {
+            return Ok(total);
         }
-        (None, None) => 0,
+        let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {}", spec.from));
+        push_conditions(&mut qb, spec, request, scope);
+        qb.build_query_scalar::<i64>().fetch_one(pool).await
     };
+    let (ids, total) = futures::try_join!(page, count)?;
     if let (Some((cache, at)), Some(key), None) = (counts, key, known) {
         cache.put(key, at, total);
     }
-    let ids = rows
-        .iter()
-        .map(|row| row.try_get::<String, _>("id"))
-        .collect::<Result<Vec<_>, _>>()?;
     if ids.is_empty() {
         return Ok(shape(request, Vec::new(), total));
     }

@@ -61,6 +61,31 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// Applies a batch, in log order, inside the batch's transaction. By default one
+    /// event at a time; read models that can fold runs of events into fewer statements
+    /// override it.
+    fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        async move {
+            for event in events {
+                self.apply(&mut *conn, event).await.map_err(|error| {
+                    tracing::error!(
+                        %error,
+                        position = %event.position,
+                        event_type = %event.event_type,
+                        aggregate_id = %event.aggregate_id,
+                        "projection failed on event"
+                    );
+                    error
+                })?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// An in-memory view every process keeps for itself (no lock, no stored checkpoint):
@@ -589,18 +614,18 @@ impl Subscriptions {
                 position: checkpoint,
             });
         };
-        for event in &events {
-            projection.apply(&mut tx, event).await.map_err(|error| {
+        projection
+            .apply_batch(&mut tx, &events)
+            .await
+            .map_err(|error| {
                 tracing::error!(
                     %error,
-                    position = %event.position,
-                    event_type = %event.event_type,
-                    aggregate_id = %event.aggregate_id,
-                    "projection failed on event"
+                    from = %events[0].position,
+                    events = events.len(),
+                    "projection failed on a batch; it will be retried whole"
                 );
                 error
             })?;
-        }
         // The read model and its checkpoint commit together, so a batch lost to a crash
         // before its WAL is flushed is simply applied again: no need to wait for the flush.
         sqlx::query("SET LOCAL synchronous_commit = off")

@@ -275,9 +275,11 @@ fn main() {
         let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
         let load_started = Instant::now();
         let metadata = json!({"actor_type": "user", "actor_id": user_id, "request_id": "req_bench", "client_ip": "127.0.0.1", "user_agent": "bench"});
+        let mut last_id = String::new();
         for chunk_start in (0..missing).step_by(5_000) {
             let n = 5_000.min(missing - chunk_start);
             let ids: Vec<String> = (0..n).map(|_| pulsar_domain::ids::new_id("task")).collect();
+            last_id = ids.last().cloned().unwrap_or_default();
             let payloads: Vec<Value> = (0..n)
                 .map(|_| json!({"Created": {"workspace_id": workspace_id, "fields": task_fields(&mut rng, &projects),
                                             "created_by": {"type": "user", "id": user_id}}}))
@@ -293,7 +295,12 @@ fn main() {
         }
         let appended = load_started.elapsed();
         pulsar.state.subscriptions.appended();
-        let caught_up = pulsar.state.subscriptions.wait_caught_up("tasks", Duration::from_secs(1800)).await;
+        let last = pulsar_projections::log::position_of_latest(&pool, "Task", &last_id)
+            .await
+            .expect("position")
+            .map(|(position, _)| position)
+            .unwrap_or_default();
+        let caught_up = pulsar.state.subscriptions.wait_for(&["tasks"], last, Duration::from_secs(1800)).await;
         assert!(caught_up, "the tasks projection caught up");
         let applied = load_started.elapsed();
         // What autovacuum does shortly after a bulk load anyway; done here so every run

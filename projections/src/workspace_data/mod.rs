@@ -54,20 +54,23 @@ impl<T: RecordTable> Default for RecordProjection<T> {
         let columns: Vec<&str> = T::COLUMNS.iter().map(|(c, _)| *c).collect();
         let exprs: Vec<&str> = T::COLUMNS.iter().map(|(_, e)| *e).collect();
         let (columns, exprs) = (columns.join(", "), exprs.join(", "));
-        // The creator's display name is resolved now, so lists need no joins.
+        // Any number of creations in one statement (a batch's consecutive ones). The
+        // creator's display name is resolved now, so lists need no joins.
         let insert = format!(
             "WITH created AS (
                 INSERT INTO {table} (id, workspace_id, created_by, version, created_at, updated_at, {columns})
-                SELECT $1, $2, jsonb_build_object('type', $3::text, 'id', $4::text, 'name',
-                        (SELECT coalesce(name, email) FROM users WHERE id = $4
-                         UNION ALL SELECT name FROM api_keys WHERE id = $4 LIMIT 1)),
-                       $5, $6, $6, {exprs}
-                  FROM (SELECT $7::jsonb AS f) AS event
+                SELECT e.id, e.workspace_id, jsonb_build_object('type', e.actor_type, 'id', e.actor_id, 'name',
+                        (SELECT coalesce(name, email) FROM users WHERE id = e.actor_id
+                         UNION ALL SELECT name FROM api_keys WHERE id = e.actor_id LIMIT 1)),
+                       e.version, e.at, e.at, {exprs}
+                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                              $6::timestamptz[], $7::jsonb[])
+                       AS e(id, workspace_id, actor_type, actor_id, version, at, f)
                 RETURNING workspace_id)
              INSERT INTO workspace_record_counts (workspace_id, feature, count)
-             SELECT workspace_id, '{table}', 1 FROM created
+             SELECT workspace_id, '{table}', count(*) FROM created GROUP BY workspace_id
              ON CONFLICT (workspace_id, feature)
-             DO UPDATE SET count = workspace_record_counts.count + 1"
+             DO UPDATE SET count = workspace_record_counts.count + EXCLUDED.count"
         );
         let update = format!(
             "UPDATE {table} SET ({columns}) = (SELECT {exprs} FROM (SELECT $2::jsonb AS f) AS event),
@@ -85,6 +88,82 @@ impl<T: RecordTable> Default for RecordProjection<T> {
             delete,
             table: PhantomData,
         }
+    }
+}
+
+/// Creations gathered for one multi-row insert.
+#[derive(Default)]
+struct Creations {
+    ids: Vec<String>,
+    workspaces: Vec<String>,
+    actor_types: Vec<&'static str>,
+    actor_ids: Vec<String>,
+    versions: Vec<i64>,
+    at: Vec<chrono::DateTime<chrono::Utc>>,
+    fields: Vec<serde_json::Value>,
+}
+
+impl<T: RecordTable> RecordProjection<T> {
+    async fn insert(&self, conn: &mut PgConnection, c: Creations) -> Result<(), ProjectionError> {
+        if c.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(&self.insert)
+            .bind(c.ids)
+            .bind(c.workspaces)
+            .bind(c.actor_types)
+            .bind(c.actor_ids)
+            .bind(c.versions)
+            .bind(c.at)
+            .bind(c.fields)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Applies one event; creations are gathered into `pending` for one insert, which
+    /// is flushed before anything else touches the table so log order holds.
+    async fn step(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+        pending: &mut Creations,
+    ) -> Result<(), ProjectionError> {
+        if !T::TYPES.contains(&event.aggregate_type.as_str()) {
+            return Ok(());
+        }
+        let id = &event.aggregate_id;
+        let at = event.recorded_at.trunc_subsecs(3);
+        match event.decode::<Record<T::Kind>>()?.payload {
+            RecordEvent::Created {
+                workspace_id,
+                fields,
+                created_by,
+            } => {
+                pending.ids.push(id.clone());
+                pending.workspaces.push(workspace_id);
+                pending.actor_types.push(created_by.actor_type.as_str());
+                pending.actor_ids.push(created_by.id);
+                pending.versions.push(event.sequence);
+                pending.at.push(at);
+                pending.fields.push(fields_json(&fields)?);
+            }
+            RecordEvent::Updated { fields, .. } => {
+                self.insert(conn, std::mem::take(pending)).await?;
+                sqlx::query(&self.update)
+                    .bind(id)
+                    .bind(fields_json(&fields)?)
+                    .bind(event.sequence)
+                    .bind(at)
+                    .execute(conn)
+                    .await?;
+            }
+            RecordEvent::Deleted { .. } => {
+                self.insert(conn, std::mem::take(pending)).await?;
+                sqlx::query(&self.delete).bind(id).execute(conn).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -106,41 +185,20 @@ impl<T: RecordTable> Projection for RecordProjection<T> {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        if !T::TYPES.contains(&event.aggregate_type.as_str()) {
-            return Ok(());
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Set-based: a batch's consecutive creations become one multi-row insert (under
+    /// load most of a batch), updates and deletions one statement each, in log order.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut pending = Creations::default();
+        for event in events {
+            self.step(conn, event, &mut pending).await?;
         }
-        let id = &event.aggregate_id;
-        let at = event.recorded_at.trunc_subsecs(3);
-        match event.decode::<Record<T::Kind>>()?.payload {
-            RecordEvent::Created {
-                workspace_id,
-                fields,
-                created_by,
-            } => {
-                sqlx::query(&self.insert)
-                    .bind(id)
-                    .bind(workspace_id)
-                    .bind(created_by.actor_type.as_str())
-                    .bind(created_by.id)
-                    .bind(event.sequence)
-                    .bind(at)
-                    .bind(fields_json(&fields)?)
-                    .execute(conn)
-                    .await?;
-            }
-            RecordEvent::Updated { fields, .. } => {
-                sqlx::query(&self.update)
-                    .bind(id)
-                    .bind(fields_json(&fields)?)
-                    .bind(event.sequence)
-                    .bind(at)
-                    .execute(conn)
-                    .await?;
-            }
-            RecordEvent::Deleted { .. } => {
-                sqlx::query(&self.delete).bind(id).execute(conn).await?;
-            }
-        }
-        Ok(())
+        self.insert(conn, pending).await
     }
 }

@@ -1120,3 +1120,68 @@ async fn reused_totals_follow_every_write() {
     assert_eq!((total(&beyond), ids(&beyond).len()), (3, 0));
     app.stop().await;
 }
+
+/// A batch mixing creations, changes and deletions of several records applies in log
+/// order, however the projection groups its statements.
+#[tokio::test]
+async fn a_mixed_batch_projects_in_log_order() {
+    let app = TestApp::start().await;
+    let user = app.signup("batch@example.com", "Batch").await;
+    let created = |name: &str| {
+        json!({"Created": {"workspace_id": user.workspace_id, "created_by": {"type": "user", "id": user.user_id},
+                           "fields": {"name": name, "description": null, "status": "active", "owner_id": null, "tags": []}}})
+    };
+    let updated = json!({"Updated": {"workspace_id": user.workspace_id, "changed": ["name"],
+        "fields": {"name": "A renamed", "description": null, "status": "archived", "owner_id": null, "tags": ["x"]}}});
+    let deleted = json!({"Deleted": {"workspace_id": user.workspace_id}});
+    // One transaction, so one batch: A and B created, A changed, B deleted, C created.
+    let rows = [
+        ("proj_a", 1, "ProjectCreated", created("A")),
+        ("proj_b", 1, "ProjectCreated", created("B")),
+        ("proj_a", 2, "ProjectUpdated", updated),
+        ("proj_b", 2, "ProjectDeleted", deleted),
+        ("proj_c", 1, "ProjectCreated", created("C")),
+    ];
+    let mut tx = app.pool().begin().await.expect("begin");
+    for (id, sequence, event_type, payload) in rows {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ('Project', $1, $2, $3, '1.0', $4, '{}')",
+        )
+        .bind(id)
+        .bind(sequence as i64)
+        .bind(event_type)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await
+        .expect("append");
+    }
+    tx.commit().await.expect("commit");
+    app.runtime.state.subscriptions.appended();
+    let (last, _) = pulsar_projections::log::position_of_latest(app.pool(), "Project", "proj_c")
+        .await
+        .expect("position")
+        .expect("appended");
+    assert!(
+        app.runtime
+            .state
+            .subscriptions
+            .wait_for(&["projects"], last, std::time::Duration::from_secs(10))
+            .await
+    );
+    let all = list(&app, &user, "projects", "sort=name").await;
+    assert_eq!(ids(&all), vec!["proj_a", "proj_c"]);
+    assert_eq!(all.body["data"][0]["name"], "A renamed");
+    assert_eq!(all.body["data"][0]["status"], "archived");
+    assert_eq!(all.body["data"][0]["version"], 2);
+    assert_eq!(all.body["data"][1]["created_by"]["name"], "Test User");
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count FROM workspace_record_counts WHERE workspace_id = $1 AND feature = 'projects'",
+    )
+    .bind(&user.workspace_id)
+    .fetch_one(app.pool())
+    .await
+    .expect("count");
+    assert_eq!(count, 2);
+    app.stop().await;
+}
