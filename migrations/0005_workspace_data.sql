@@ -59,10 +59,6 @@ CREATE INDEX tasks_workspace_idx ON tasks (workspace_id, created_at);
 CREATE INDEX tasks_status_idx ON tasks (workspace_id, status, created_at);
 CREATE INDEX tasks_project_idx ON tasks (workspace_id, project_id, created_at);
 CREATE INDEX tasks_assignee_idx ON tasks (workspace_id, assignee_id) WHERE assignee_id IS NOT NULL;
--- The common sorts, so a page can walk them and stop early: by due date (NULLs last,
--- as lists sort them), and by priority rank (the list's own `sort=priority` expression).
-CREATE INDEX tasks_due_idx ON tasks (workspace_id, due_date);
-CREATE INDEX tasks_priority_idx ON tasks (workspace_id, (array_position(ARRAY['low', 'medium', 'high'], priority)), created_at);
 CREATE INDEX tasks_search_idx ON tasks USING gin (search);
 CREATE INDEX tasks_tags_idx ON tasks USING gin (tags);
 
