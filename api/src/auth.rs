@@ -62,6 +62,10 @@ pub struct Principal {
     pub email: Option<String>,
     /// The session this request came with, if any.
     pub session: Option<Session>,
+    /// For a user session, the workspace the request resolved to at authentication
+    /// (the one it names, else the primary one) and the user's role there, read in the
+    /// same query as the session, so handlers need no second lookup.
+    pub membership: Option<(String, Role)>,
     pub context: RequestContext,
 }
 
@@ -283,14 +287,19 @@ async fn session_principal(
     // statements rather than `$2 IS NULL OR …`, whose generic plan would scan every
     // membership of the user.
     const NAMED: &str = "SELECT s.user_id, s.api_key_id, s.expires_at, u.email, u.name,
-                (SELECT w.tier FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
-                  WHERE m.user_id = s.user_id AND m.workspace_id = $2) AS tier
+                mw.tier, mw.workspace_id, mw.role
            FROM sessions s LEFT JOIN users u ON u.id = s.user_id
+           LEFT JOIN LATERAL (SELECT w.tier, m.workspace_id, m.role
+                                FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+                               WHERE m.user_id = s.user_id AND m.workspace_id = $2) mw ON TRUE
           WHERE s.token_hash = $1 AND s.expires_at > now()";
     const PRIMARY: &str = "SELECT s.user_id, s.api_key_id, s.expires_at, u.email, u.name,
-                (SELECT w.tier FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
-                  WHERE m.user_id = s.user_id ORDER BY m.created_at, m.workspace_id LIMIT 1) AS tier
+                mw.tier, mw.workspace_id, mw.role
            FROM sessions s LEFT JOIN users u ON u.id = s.user_id
+           LEFT JOIN LATERAL (SELECT w.tier, m.workspace_id, m.role
+                                FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+                               WHERE m.user_id = s.user_id
+                               ORDER BY m.created_at, m.workspace_id LIMIT 1) mw ON TRUE
           WHERE s.token_hash = $1 AND s.expires_at > now()";
     let query = match requested_workspace {
         Some(workspace_id) => sqlx::query(NAMED).bind(&hash).bind(workspace_id),
@@ -331,12 +340,16 @@ async fn session_principal(
                 email: None,
                 kind: PrincipalKind::ApiKey(entry),
                 session,
+                membership: None,
                 context,
             },
             tier,
         ));
     }
     let tier: Option<String> = row.try_get("tier")?;
+    let workspace_id: Option<String> = row.try_get("workspace_id")?;
+    let role: Option<String> = row.try_get("role")?;
+    let membership = workspace_id.zip(role.as_deref().and_then(Role::parse));
     Ok((
         Principal {
             kind: PrincipalKind::User,
@@ -346,6 +359,7 @@ async fn session_principal(
             name: row.try_get("name")?,
             email: row.try_get("email")?,
             session,
+            membership,
             context,
         },
         tier.as_deref().and_then(Tier::parse).unwrap_or_default(),
@@ -373,6 +387,7 @@ async fn resolve(state: &AppState, parts: &Parts) -> Result<Option<(Principal, D
                     email: None,
                     kind: PrincipalKind::ApiKey(entry),
                     session: None,
+                    membership: None,
                     context,
                 },
                 tier,
@@ -486,6 +501,19 @@ impl FromRequestParts<AppState> for Auth {
             (PrincipalKind::ApiKey(key), _) => {
                 let workspace_id = key.workspace_id.clone();
                 Ok(principal.auth_for(workspace_id, Role::Member))
+            }
+            // Resolved with the session already: no second lookup.
+            (PrincipalKind::User, requested)
+                if principal
+                    .membership
+                    .as_ref()
+                    .is_some_and(|(ws, _)| requested.as_ref().is_none_or(|r| r == ws)) =>
+            {
+                let (workspace_id, role) = principal
+                    .membership
+                    .clone()
+                    .ok_or_else(|| Error::internal("membership checked above"))?;
+                Ok(principal.auth_for(workspace_id, role))
             }
             (PrincipalKind::User, Some(requested)) => {
                 let role = principal
