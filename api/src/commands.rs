@@ -181,7 +181,7 @@ impl Commands {
         };
         self.metrics.commands_total.fetch_add(1, Ordering::Relaxed);
         if !events.is_empty() {
-            self.subscriptions.appended();
+            self.subscriptions.appended_of(A::TYPE);
         }
         let (position, version) = log::position_of_latest(&self.pool, A::TYPE, id)
             .await?

@@ -236,6 +236,11 @@ struct Entry {
     position: watch::Sender<Position>,
     status: Mutex<SubscriptionStatus>,
     lag: LagHistogram,
+    /// Wakes this subscriber alone.
+    wake: watch::Sender<u64>,
+    /// The aggregate types whose appends wake it (empty: all); `None` for a follower,
+    /// which wakes on the followed subscriber's progress instead.
+    types: Option<&'static [&'static str]>,
 }
 
 impl Entry {
@@ -260,10 +265,17 @@ impl Entry {
     }
 }
 
+/// Appends announced locally and not yet sent to other processes.
+#[derive(Default)]
+struct PendingAppends {
+    /// Some append of an unnamed type: wake every subscriber.
+    all: bool,
+    types: std::collections::BTreeSet<&'static str>,
+}
+
 struct Inner {
     pool: PgPool,
-    /// Appends announced locally and not yet sent to other processes.
-    pending_append: std::sync::atomic::AtomicBool,
+    pending_append: Mutex<PendingAppends>,
     /// Subscribers whose progress is not yet announced.
     pending_progress: Mutex<std::collections::BTreeSet<&'static str>>,
     notifier: tokio::sync::Notify,
@@ -298,7 +310,7 @@ impl Subscriptions {
         Self {
             inner: Arc::new(Inner {
                 pool,
-                pending_append: std::sync::atomic::AtomicBool::new(false),
+                pending_append: Mutex::default(),
                 pending_progress: Mutex::default(),
                 notifier: tokio::sync::Notify::new(),
                 config,
@@ -324,12 +336,50 @@ impl Subscriptions {
         })
     }
 
-    /// Announces that this process committed events: wakes local subscribers now and
-    /// other processes through `events_appended` (coalesced).
+    /// Announces that this process committed events of unnamed types: wakes every local
+    /// subscriber now and other processes through `events_appended` (coalesced).
     pub fn appended(&self) {
         self.wake();
-        self.inner.pending_append.store(true, Ordering::Release);
+        self.inner
+            .pending_append
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all = true;
         self.inner.notifier.notify_one();
+    }
+
+    /// Announces that this process committed events of `aggregate_type`: wakes only the
+    /// subscribers that read that type, here now and elsewhere through the
+    /// notification's payload. Idle subscribers are not woken for others' events.
+    pub fn appended_of(&self, aggregate_type: &'static str) {
+        self.wake_types(|t| t == aggregate_type);
+        self.inner
+            .pending_append
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .types
+            .insert(aggregate_type);
+        self.inner.notifier.notify_one();
+    }
+
+    /// Wakes the subscribers reading any type `appended` accepts.
+    fn wake_types(&self, appended: impl Fn(&str) -> bool) {
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
+        for entry in entries.values() {
+            if let Some(types) = entry.types {
+                if types.is_empty() || types.iter().any(|t| appended(t)) {
+                    entry.wake.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            }
+        }
+    }
+
+    /// Wakes subscriber `name` alone (another process reported its progress).
+    fn wake_name(&self, name: &str) {
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get(name) {
+            entry.wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     fn progressed(&self, name: &'static str) {
@@ -349,7 +399,13 @@ impl Subscriptions {
                 _ = self.inner.notifier.notified() => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
-            let append = self.inner.pending_append.swap(false, Ordering::AcqRel);
+            let append = std::mem::take(
+                &mut *self
+                    .inner
+                    .pending_append
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
             let progress: Vec<&'static str> = std::mem::take(
                 &mut *self
                     .inner
@@ -359,12 +415,17 @@ impl Subscriptions {
             )
             .into_iter()
             .collect();
+            // The append payload names the aggregate types ("" for all), so other
+            // processes wake only the subscribers that read them.
+            let types = append.types.iter().copied().collect::<Vec<_>>().join(",");
             let mut channels: Vec<(&str, &str)> = progress
                 .iter()
                 .map(|name| (PROGRESS_CHANNEL, *name))
                 .collect();
-            if append {
+            if append.all {
                 channels.push((EVENTS_CHANNEL, ""));
+            } else if !types.is_empty() {
+                channels.push((EVENTS_CHANNEL, types.as_str()));
             }
             if channels.is_empty() {
                 continue;
@@ -395,8 +456,16 @@ impl Subscriptions {
                 // Anything appended while we were not listening: look now.
                 self.wake();
                 loop {
-                    listener.recv().await?;
-                    self.wake();
+                    let notification = listener.recv().await?;
+                    let payload = notification.payload();
+                    match notification.channel() {
+                        PROGRESS_CHANNEL => self.wake_name(payload),
+                        EVENTS_CHANNEL if !payload.is_empty() => {
+                            let types: Vec<&str> = payload.split(',').collect();
+                            self.wake_types(|t| types.contains(&t));
+                        }
+                        _ => self.wake(),
+                    }
                 }
                 #[allow(unreachable_code)]
                 Ok::<(), sqlx::Error>(())
@@ -418,19 +487,25 @@ impl Subscriptions {
 
     /// Runs `projection` as an active subscriber (it applies events when it holds the lock).
     pub fn spawn<P: Projection>(&self, projection: P) -> JoinHandle<()> {
-        self.start::<P, NoLocal>(projection.name(), Source::Durable(Arc::new(projection)))
+        let types = Some(projection.aggregate_types());
+        self.start::<P, NoLocal>(
+            projection.name(),
+            types,
+            Source::Durable(Arc::new(projection)),
+        )
     }
 
     /// Follows the checkpoint of a subscriber that another process runs, so that
     /// read-your-writes waits work on API-only nodes.
     pub fn follow(&self, name: &'static str) -> JoinHandle<()> {
-        self.start::<NoProjection, NoLocal>(name, Source::Follow)
+        self.start::<NoProjection, NoLocal>(name, None, Source::Follow)
     }
 
     /// Runs an in-memory projection of this process.
     pub fn spawn_local<L: LocalProjection>(&self, projection: L) -> JoinHandle<()> {
         self.start::<NoProjection, L>(
             projection.name(),
+            Some(projection.aggregate_types()),
             Source::Local(Arc::new(projection), Mutex::new(Position::ZERO)),
         )
     }
@@ -438,6 +513,7 @@ impl Subscriptions {
     fn start<P: Projection, L: LocalProjection>(
         &self,
         name: &'static str,
+        types: Option<&'static [&'static str]>,
         source: Source<P, L>,
     ) -> JoinHandle<()> {
         let entry = Arc::new(Entry {
@@ -456,6 +532,8 @@ impl Subscriptions {
                 last_applied_at: None,
             }),
             lag: LagHistogram::default(),
+            wake: watch::channel(0).0,
+            types,
         });
         self.inner
             .entries
@@ -475,6 +553,7 @@ impl Subscriptions {
     ) {
         let config = &self.inner.config;
         let mut wake = self.inner.wake.subscribe();
+        let mut own_wake = entry.wake.subscribe();
         let mut shutdown = self.inner.shutdown.clone();
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -482,6 +561,7 @@ impl Subscriptions {
                 return;
             }
             wake.mark_unchanged();
+            own_wake.mark_unchanged();
             let started = Instant::now();
             let batch = match &source {
                 Source::Durable(projection) => {
@@ -529,6 +609,7 @@ impl Subscriptions {
                     }
                     tokio::select! {
                         _ = wake.changed() => {}
+                        _ = own_wake.changed() => {}
                         _ = tokio::time::sleep(config.poll_interval) => {}
                         _ = shutdown.changed() => {}
                     }

@@ -4,7 +4,7 @@ use pulsar_domain::scopes;
 use pulsar_domain::workspace_data::{CompanyFields, CompanyKind};
 use pulsar_projections::list::{Column, ListSpec};
 
-use super::records::{record_routes, Resource};
+use super::records::{record_routes, Resource, Target};
 
 /// The `/companies` collection.
 pub struct Companies;
@@ -17,7 +17,7 @@ impl Resource for Companies {
     const SPEC: &'static ListSpec = &SPEC;
     const ALIAS_ID: &'static str = "co.id";
     const ALIAS_WORKSPACE: &'static str = "co.workspace_id";
-    const REFERENCES: &'static [(&'static str, &'static str)] = &[];
+    const REFERENCES: &'static [(&'static str, Target)] = &[];
 }
 
 static SPEC: ListSpec = ListSpec {

@@ -4,7 +4,7 @@ use pulsar_domain::scopes;
 use pulsar_domain::workspace_data::{ContactFields, ContactKind};
 use pulsar_projections::list::{Column, Include, ListSpec};
 
-use super::records::{record_routes, Resource, COMPANY};
+use super::records::{record_routes, Resource, Target, COMPANY};
 
 /// The `/contacts` collection.
 pub struct Contacts;
@@ -17,7 +17,7 @@ impl Resource for Contacts {
     const SPEC: &'static ListSpec = &SPEC;
     const ALIAS_ID: &'static str = "c.id";
     const ALIAS_WORKSPACE: &'static str = "c.workspace_id";
-    const REFERENCES: &'static [(&'static str, &'static str)] = &[("company_id", COMPANY)];
+    const REFERENCES: &'static [(&'static str, Target)] = &[("company_id", COMPANY)];
 }
 
 static SPEC: ListSpec = ListSpec {

@@ -4,7 +4,7 @@ use pulsar_domain::scopes;
 use pulsar_domain::workspace_data::{DealFields, DealKind, DealStage};
 use pulsar_projections::list::{Column, Include, ListSpec};
 
-use super::records::{record_routes, Resource, COMPANY, CONTACT};
+use super::records::{record_routes, Resource, Target, COMPANY, CONTACT};
 
 /// The `/deals` collection.
 pub struct Deals;
@@ -17,7 +17,7 @@ impl Resource for Deals {
     const SPEC: &'static ListSpec = &SPEC;
     const ALIAS_ID: &'static str = "d.id";
     const ALIAS_WORKSPACE: &'static str = "d.workspace_id";
-    const REFERENCES: &'static [(&'static str, &'static str)] =
+    const REFERENCES: &'static [(&'static str, Target)] =
         &[("company_id", COMPANY), ("contact_id", CONTACT)];
 }
 

@@ -4,7 +4,7 @@ use pulsar_domain::scopes;
 use pulsar_domain::workspace_data::{DocumentFields, DocumentKind};
 use pulsar_projections::list::{Column, ListSpec};
 
-use super::records::{record_routes, tags_include, Resource};
+use super::records::{record_routes, tags_include, Resource, Target};
 
 /// The `/documents` collection.
 pub struct Documents;
@@ -17,7 +17,7 @@ impl Resource for Documents {
     const SPEC: &'static ListSpec = &SPEC;
     const ALIAS_ID: &'static str = "doc.id";
     const ALIAS_WORKSPACE: &'static str = "doc.workspace_id";
-    const REFERENCES: &'static [(&'static str, &'static str)] = &[];
+    const REFERENCES: &'static [(&'static str, Target)] = &[];
 }
 
 static SPEC: ListSpec = ListSpec {

@@ -4,7 +4,7 @@ use pulsar_domain::scopes;
 use pulsar_domain::workspace_data::{ProjectFields, ProjectKind, ProjectStatus};
 use pulsar_projections::list::{Column, ListSpec};
 
-use super::records::{member_include, record_routes, tags_include, Resource, MEMBER};
+use super::records::{member_include, record_routes, tags_include, Resource, Target, MEMBER};
 
 /// The `/projects` collection.
 pub struct Projects;
@@ -17,7 +17,7 @@ impl Resource for Projects {
     const SPEC: &'static ListSpec = &SPEC;
     const ALIAS_ID: &'static str = "p.id";
     const ALIAS_WORKSPACE: &'static str = "p.workspace_id";
-    const REFERENCES: &'static [(&'static str, &'static str)] = &[("owner_id", MEMBER)];
+    const REFERENCES: &'static [(&'static str, Target)] = &[("owner_id", MEMBER)];
 }
 
 static SPEC: ListSpec = ListSpec {

@@ -24,6 +24,7 @@ use pulsar_domain::workspace_data::tier_limit;
 use pulsar_projections::list::{self, ListRequest, ListSpec};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sqlx::{Postgres, QueryBuilder, Row};
 use utoipa::ToSchema;
 
 use crate::auth::Auth;
@@ -46,17 +47,34 @@ pub trait Resource: Send + Sync + 'static {
     /// The table alias `SPEC` uses, e.g. `p`, for the id and tenant conditions.
     const ALIAS_ID: &'static str;
     const ALIAS_WORKSPACE: &'static str;
-    /// For each reference field, a query giving the id back when `$2` is live in
-    /// workspace `$1`.
-    const REFERENCES: &'static [(&'static str, &'static str)];
+    /// For each reference field, where its id must be live.
+    const REFERENCES: &'static [(&'static str, Target)];
 }
 
-/// A reference to a member of the workspace.
-pub const MEMBER: &str =
-    "SELECT user_id FROM workspace_members WHERE workspace_id = $1 AND user_id = $2";
-pub const PROJECT: &str = "SELECT id FROM projects WHERE workspace_id = $1 AND id = $2";
-pub const COMPANY: &str = "SELECT id FROM companies WHERE workspace_id = $1 AND id = $2";
-pub const CONTACT: &str = "SELECT id FROM contacts WHERE workspace_id = $1 AND id = $2";
+/// Where a referenced id must be found, with a `workspace_id` column to scope it.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub table: &'static str,
+    pub column: &'static str,
+}
+
+/// A member of the workspace.
+pub const MEMBER: Target = Target {
+    table: "workspace_members",
+    column: "user_id",
+};
+pub const PROJECT: Target = Target {
+    table: "projects",
+    column: "id",
+};
+pub const COMPANY: Target = Target {
+    table: "companies",
+    column: "id",
+};
+pub const CONTACT: Target = Target {
+    table: "contacts",
+    column: "id",
+};
 
 /// What every item carries besides its fields.
 #[derive(Debug, Serialize, ToSchema)]
@@ -105,50 +123,71 @@ async fn item<R: Resource>(state: &AppState, workspace_id: &str, id: &str) -> Re
     .ok_or_else(not_found::<R>)
 }
 
-/// Which of `candidates` (`(field, id)`) are live in the workspace.
-async fn live_references<R: Resource>(
+/// What a write needs to know about its workspace, read in one query.
+struct Precheck {
+    tier: Tier,
+    /// Live items of this resource's kind.
+    count: i64,
+    /// Which of the candidate references are live in the workspace.
+    live: LiveReferences,
+}
+
+/// One round trip: the workspace's tier and live count of this kind, and which of
+/// `candidates` (`(field, id)`) name live aggregates of the right kind in it.
+async fn precheck<R: Resource>(
     state: &AppState,
     workspace_id: &str,
     candidates: Vec<(String, String)>,
-) -> Result<LiveReferences> {
-    let mut live = LiveReferences::new();
+) -> Result<Precheck> {
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "SELECT w.tier, coalesce((SELECT c.count FROM workspace_record_counts c
+                                   WHERE c.workspace_id = w.id AND c.feature = ",
+    );
+    qb.push_bind(R::NAME).push("), 0) AS count");
+    let mut checked = Vec::new();
     for (field, id) in candidates {
-        let Some((_, sql)) = R::REFERENCES.iter().find(|(f, _)| *f == field) else {
+        let Some((_, target)) = R::REFERENCES.iter().find(|(f, _)| *f == field) else {
             continue;
         };
-        let found: Option<String> = sqlx::query_scalar(sql)
-            .bind(workspace_id)
-            .bind(&id)
-            .fetch_optional(&state.pool)
-            .await?;
-        if found.is_some() {
-            live.insert((field, id));
+        qb.push(format_args!(
+            ", EXISTS (SELECT 1 FROM {} WHERE workspace_id = w.id AND {} = ",
+            target.table, target.column
+        ))
+        .push_bind(id.clone())
+        .push(format_args!(") AS ref{}", checked.len()));
+        checked.push((field, id));
+    }
+    qb.push(" FROM workspaces w WHERE w.id = ")
+        .push_bind(workspace_id);
+    let row = qb
+        .build()
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| Error::not_found("Workspace"))?;
+    let mut live = LiveReferences::new();
+    for (i, reference) in checked.into_iter().enumerate() {
+        if row.try_get::<bool, _>(format!("ref{i}").as_str())? {
+            live.insert(reference);
         }
     }
-    Ok(live)
+    let tier: String = row.try_get("tier")?;
+    Ok(Precheck {
+        tier: Tier::parse(&tier).unwrap_or_default(),
+        count: row.try_get("count")?,
+        live,
+    })
 }
 
 /// 403 `feature_limit_reached` when the workspace holds as many as its tier allows.
 ///
 /// The count is the projection's, so creations racing each other can overshoot the
 /// limit by the number in flight; sequential clients never can.
-async fn check_limit<R: Resource>(state: &AppState, workspace_id: &str) -> Result<()> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT w.tier, coalesce((SELECT c.count FROM workspace_record_counts c
-                                   WHERE c.workspace_id = w.id AND c.feature = $2), 0)
-           FROM workspaces w WHERE w.id = $1",
-    )
-    .bind(workspace_id)
-    .bind(R::NAME)
-    .fetch_optional(&state.pool)
-    .await?;
-    let (tier, count) = row.ok_or_else(|| Error::not_found("Workspace"))?;
-    let tier = Tier::parse(&tier).unwrap_or_default();
-    match tier_limit(tier, R::NAME) {
-        Some(limit) if count >= limit => Err(Error::FeatureLimitReached {
+fn check_limit<R: Resource>(state: &AppState, precheck: &Precheck) -> Result<()> {
+    match tier_limit(precheck.tier, R::NAME) {
+        Some(limit) if precheck.count >= limit => Err(Error::FeatureLimitReached {
             feature: R::NAME,
             limit,
-            tier: tier.as_str(),
+            tier: precheck.tier.as_str(),
             upgrade_url: state.config.upgrade_url.clone(),
         }),
         _ => Ok(()),
@@ -260,12 +299,13 @@ pub async fn create<R: Resource>(
     fields: <R::Kind as RecordKind>::Fields,
 ) -> Result<Response> {
     auth.require(permission::<R>(Action::Write))?;
-    check_limit::<R>(state, &auth.workspace_id).await?;
     let candidates: Vec<(String, String)> = R::Kind::references(&fields)
         .into_iter()
         .map(|(field, id)| (field.to_string(), id))
         .collect();
-    let live = live_references::<R>(state, &auth.workspace_id, candidates).await?;
+    let precheck = precheck::<R>(state, &auth.workspace_id, candidates).await?;
+    check_limit::<R>(state, &precheck)?;
+    let live = precheck.live;
     let id = ids::new_id(R::Kind::ID_PREFIX);
     let command = RecordCommand::Create {
         workspace_id: auth.workspace_id.clone(),
@@ -300,7 +340,13 @@ pub async fn update<R: Resource>(
             Some((field.to_string(), id.trim().to_string()))
         })
         .collect();
-    let live = live_references::<R>(state, &auth.workspace_id, candidates).await?;
+    let live = if candidates.is_empty() {
+        LiveReferences::new()
+    } else {
+        precheck::<R>(state, &auth.workspace_id, candidates)
+            .await?
+            .live
+    };
     let command = RecordCommand::Update {
         workspace_id: auth.workspace_id.clone(),
         patch,

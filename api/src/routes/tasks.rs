@@ -4,7 +4,9 @@ use pulsar_domain::scopes;
 use pulsar_domain::workspace_data::{Priority, TaskFields, TaskKind, TaskStatus};
 use pulsar_projections::list::{Column, Include, ListSpec};
 
-use super::records::{member_include, record_routes, tags_include, Resource, MEMBER, PROJECT};
+use super::records::{
+    member_include, record_routes, tags_include, Resource, Target, MEMBER, PROJECT,
+};
 
 /// The `/tasks` collection.
 pub struct Tasks;
@@ -17,7 +19,7 @@ impl Resource for Tasks {
     const SPEC: &'static ListSpec = &SPEC;
     const ALIAS_ID: &'static str = "t.id";
     const ALIAS_WORKSPACE: &'static str = "t.workspace_id";
-    const REFERENCES: &'static [(&'static str, &'static str)] =
+    const REFERENCES: &'static [(&'static str, Target)] =
         &[("project_id", PROJECT), ("assignee_id", MEMBER)];
 }
 

@@ -373,3 +373,100 @@ impl BeginTx for sqlx::pool::PoolConnection<sqlx::Postgres> {
         sqlx::Connection::begin(&mut **self).await.expect("begin")
     }
 }
+
+/// An API-only process and a projector process on one database, with polling slowed
+/// to 30 s so that only notifications can wake anyone: a write on the API node is
+/// projected by the other process (woken by the typed append notification) and answered
+/// once the API node learns of the progress (woken by the progress notification).
+#[tokio::test]
+async fn notifications_carry_writes_across_processes_without_polling() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use pulsar_api::runtime::{Role, Runtime};
+    use tower::ServiceExt;
+
+    let db = TestDb::new().await;
+    let slow_poll = pulsar_projections::subscription::SubscriptionConfig {
+        poll_interval: Duration::from_secs(30),
+        ..fast_subscriptions()
+    };
+    let projector = Runtime::start_with(
+        pulsar_tests::test_config(),
+        db.pool.clone(),
+        Role::Projector,
+        slow_poll.clone(),
+    )
+    .await
+    .expect("projector");
+    let api = Runtime::start_with(
+        pulsar_tests::test_config(),
+        db.pool.clone(),
+        Role::Api,
+        slow_poll,
+    )
+    .await
+    .expect("api");
+    let router = pulsar_api::app(api.state.clone());
+    let call = |method: &str, path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Body::from(body.to_string())).expect("request");
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.expect("infallible");
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default(),
+            )
+        }
+    };
+    // Let both processes' listeners connect before the first write.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, body) = call(
+        "POST",
+        "/api/v1/auth/signup",
+        None,
+        serde_json::json!({"email": "two@example.com", "password": "correct horse battery staple", "workspace_name": "Two"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().expect("token").to_string();
+    let (status, body) = call(
+        "POST",
+        "/api/v1/projects",
+        Some(&token),
+        serde_json::json!({"name": "Across"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["data"]["name"], "Across",
+        "the read model had it when the write answered"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken by notifications, not by the 30 s poll: {:?}",
+        started.elapsed()
+    );
+    let timeouts = api
+        .state
+        .metrics
+        .consistency_timeouts_total
+        .load(Ordering::Relaxed);
+    assert_eq!(timeouts, 0, "no read-your-writes wait ran out");
+    api.stop().await;
+    projector.stop().await;
+}
