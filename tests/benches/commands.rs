@@ -7,11 +7,10 @@
 
 use std::sync::Arc;
 
-use axum::routing::get;
-use pulsar_api::runtime::{Role, Runtime};
-use pulsar_api::{app, db, Config};
+use pulsar_api::app;
 use pulsar_tests::bench::{
-    bench_database, client, cpu_model, drive, enabled, print_run, seconds, serve, Run, CLIENTS,
+    baseline_axum, bench_database, client, cpu_model, drive, enabled, print_run, seconds, serve,
+    start_pulsar, Run, CLIENTS,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -41,26 +40,6 @@ async fn baseline_inserts(pool: &PgPool) -> Run {
     .await
 }
 
-async fn baseline_axum() -> Run {
-    let router = axum::Router::new().route(
-        "/hello",
-        get(|| async { axum::Json(json!({"data": {"id": "x", "name": "hello"}})) }),
-    );
-    let base = serve(router).await;
-    let client = client();
-    drive(move |_, _| {
-        let client = client.clone();
-        let url = format!("{base}/hello");
-        async move {
-            let response = client.get(url).send().await.expect("send");
-            let ok = response.status() == 200;
-            response.bytes().await.expect("body");
-            ok
-        }
-    })
-    .await
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,20 +47,7 @@ fn main() {
         .expect("runtime");
     let (url, _cluster) = bench_database("bench-cluster");
     runtime.block_on(async move {
-        let pool = db::connect(&url, 40).await.expect("connect");
-        sqlx::query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-            .execute(&pool)
-            .await
-            .ok();
-        let config = Config {
-            db_pool_size: 40,
-            log: "warn".into(),
-            // Far above any tier's quota: this measures commands, not the limiter (which
-            // still runs on every request).
-            rate_limit_scale: 1000.0,
-            ..Config::default()
-        };
-        let pulsar = Runtime::start(config, pool.clone(), Role::All).await.expect("runtime");
+        let (pool, pulsar) = start_pulsar(&url).await;
         println!("machine: {} cores, {}", std::thread::available_parallelism().map_or(0, |n| n.get()), cpu_model());
         println!("{CLIENTS} concurrent clients, {} s per phase, fsync on\n", seconds().as_secs());
         println!("| what | throughput | p50 | p99 | operations | errors |");

@@ -15,12 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
-use pulsar_api::runtime::{Role, Runtime};
-use pulsar_api::{app, db, Config};
+use pulsar_api::app;
 use pulsar_tests::bench::{
-    bench_database, client, cpu_model, drive, drive_with, enabled, print_run, seconds, serve,
-    CLIENTS,
+    baseline_axum, bench_database, client, cpu_model, drive, drive_with, enabled, print_run,
+    seconds, serve, start_pulsar, CLIENTS,
 };
 use serde_json::{json, Value};
 
@@ -179,18 +177,7 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(100_000);
     runtime.block_on(async move {
-        let pool = db::connect(&url, 40).await.expect("connect");
-        sqlx::query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-            .execute(&pool)
-            .await
-            .ok();
-        let config = Config {
-            db_pool_size: 40,
-            log: "warn".into(),
-            rate_limit_scale: 1000.0,
-            ..Config::default()
-        };
-        let pulsar = Runtime::start(config, pool.clone(), Role::All).await.expect("runtime");
+        let (pool, pulsar) = start_pulsar(&url).await;
         println!("machine: {} cores, {}", std::thread::available_parallelism().map_or(0, |n| n.get()), cpu_model());
         println!("{} s per timed phase, fsync on, {total} tasks in one workspace\n", seconds().as_secs());
         println!("| what | throughput | p50 | p99 | operations | errors |");
@@ -198,23 +185,7 @@ fn main() {
 
         let mut bare_rate = None;
         if enabled("axum") {
-            let router = axum::Router::new().route(
-                "/hello",
-                get(|| async { axum::Json(json!({"data": [{"id": "x", "name": "hello"}]})) }),
-            );
-            let base = serve(router).await;
-            let client = client();
-            let mut bare = drive(move |_, _| {
-                let client = client.clone();
-                let url = format!("{base}/hello");
-                async move {
-                    let response = client.get(url).send().await.expect("send");
-                    let ok = response.status() == 200;
-                    response.bytes().await.expect("body");
-                    ok
-                }
-            })
-            .await;
+            let mut bare = baseline_axum().await;
             print_run(&format!("baseline: bare axum JSON handler over HTTP ({CLIENTS} clients)"), &mut bare, None);
             bare_rate = Some(bare.per_second());
         }

@@ -156,3 +156,49 @@ pub fn bench_database(dir: &str) -> (String, Option<pgcluster::Cluster>) {
     let cluster = pgcluster::Cluster::start(&pgcluster::ClusterOptions::new(dir)).expect("cluster");
     (cluster.url("postgres"), Some(cluster))
 }
+
+/// Baseline: a bare axum handler answering a small JSON body over HTTP, driven by the
+/// same clients as the real routes.
+pub async fn baseline_axum() -> Run {
+    let router = axum::Router::new().route(
+        "/hello",
+        axum::routing::get(|| async {
+            axum::Json(serde_json::json!({"data": {"id": "x", "name": "hello"}}))
+        }),
+    );
+    let base = serve(router).await;
+    let client = client();
+    drive(move |_, _| {
+        let client = client.clone();
+        let url = format!("{base}/hello");
+        async move {
+            let response = client.get(url).send().await.expect("send");
+            let ok = response.status() == 200;
+            response.bytes().await.expect("body");
+            ok
+        }
+    })
+    .await
+}
+
+/// A Pulsar process on an empty schema of `url`, configured for load: a 40-connection
+/// pool, warnings only, and rate limits scaled far above any tier (the limiter still
+/// runs on every request).
+pub async fn start_pulsar(url: &str) -> (sqlx::PgPool, pulsar_api::runtime::Runtime) {
+    let pool = pulsar_api::db::connect(url, 40).await.expect("connect");
+    sqlx::query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .execute(&pool)
+        .await
+        .ok();
+    let config = pulsar_api::Config {
+        db_pool_size: 40,
+        log: "warn".into(),
+        rate_limit_scale: 1000.0,
+        ..pulsar_api::Config::default()
+    };
+    let runtime =
+        pulsar_api::runtime::Runtime::start(config, pool.clone(), pulsar_api::runtime::Role::All)
+            .await
+            .expect("runtime");
+    (pool, runtime)
+}

@@ -132,28 +132,7 @@ impl TestApp {
 
     /// Sends a raw request through the real router.
     pub async fn send(&self, request: Request<Body>) -> Response {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router is infallible");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Response {
-            status,
-            headers,
-            body,
-            text,
-        }
+        send(&self.router, request).await
     }
 
     /// A JSON request with optional bearer token and extra headers.
@@ -237,5 +216,30 @@ impl TestApp {
     /// Stops the background tasks.
     pub async fn stop(self) {
         self.runtime.stop().await;
+    }
+}
+
+/// Sends a raw request through `router` (any process's) and collects the answer.
+pub async fn send(router: &axum::Router, request: Request<Body>) -> Response {
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Response {
+        status,
+        headers,
+        body,
+        text,
     }
 }

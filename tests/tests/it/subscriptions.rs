@@ -381,9 +381,7 @@ impl BeginTx for sqlx::pool::PoolConnection<sqlx::Postgres> {
 #[tokio::test]
 async fn notifications_carry_writes_across_processes_without_polling() {
     use axum::body::Body;
-    use http_body_util::BodyExt;
     use pulsar_api::runtime::{Role, Runtime};
-    use tower::ServiceExt;
 
     let db = TestDb::new().await;
     let slow_poll = pulsar_projections::subscription::SubscriptionConfig {
@@ -418,18 +416,8 @@ async fn notifications_carry_writes_across_processes_without_polling() {
         let request = request.body(Body::from(body.to_string())).expect("request");
         let router = router.clone();
         async move {
-            let response = router.oneshot(request).await.expect("infallible");
-            let status = response.status().as_u16();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            (
-                status,
-                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default(),
-            )
+            let response = pulsar_tests::send(&router, request).await;
+            (response.status, response.body)
         }
     };
     // Let both processes' listeners connect before the first write.
