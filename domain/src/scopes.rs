@@ -223,6 +223,8 @@ pub enum Role {
 
 impl Role {
     pub const ALL: [Role; 4] = [Self::Owner, Self::Admin, Self::Member, Self::Viewer];
+    /// Every role as the API spells it.
+    pub const NAMES: &'static [&'static str] = &["owner", "admin", "member", "viewer"];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -34,6 +34,9 @@ impl Tier {
         Self::Enterprise,
     ];
 
+    /// Every tier as the API spells it.
+    pub const NAMES: &'static [&'static str] = &["free", "starter", "pro", "agency", "enterprise"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Free => "free",
@@ -432,6 +435,14 @@ mod tests {
     use super::*;
 
     type WorkspaceTest = TestFramework<Workspace>;
+
+    #[test]
+    fn names_match_the_enums() {
+        let tiers: Vec<&str> = Tier::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(tiers, Tier::NAMES);
+        let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(roles, Role::NAMES);
+    }
 
     fn created() -> Vec<WorkspaceEvent> {
         vec![

@@ -110,7 +110,10 @@ static KEYS: ListSpec = ListSpec {
         "version",
     ],
     includes: &[],
-    filter_values: &[],
+    filter_values: &[
+        ("status", &["active", "rotating", "expired", "revoked"]),
+        ("rate_limit_tier", Tier::NAMES),
+    ],
     contains_filters: &[],
     default_sort: "-created_at",
 };

@@ -94,7 +94,7 @@ static WORKSPACES: ListSpec = ListSpec {
         "updated_at",
     ],
     includes: &[],
-    filter_values: &[],
+    filter_values: &[("tier", Tier::NAMES), ("role", Role::NAMES)],
     contains_filters: &[],
     default_sort: "created_at",
 };
@@ -144,7 +144,7 @@ static MEMBERS: ListSpec = ListSpec {
         "updated_at",
     ],
     includes: &[],
-    filter_values: &[],
+    filter_values: &[("role", Role::NAMES)],
     contains_filters: &[],
     default_sort: "created_at",
 };

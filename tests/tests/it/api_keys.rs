@@ -856,3 +856,24 @@ async fn rate_limits_by_tier_with_headers_and_recovery() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn closed_set_filters_refuse_unknown_values() {
+    let app = TestApp::start().await;
+    let user = app.signup("closed@example.com", "Closed").await;
+    for path in [
+        "/api/v1/api-keys?status=paused",
+        "/api/v1/api-keys?rate_limit_tier=gold",
+        "/api/v1/workspaces?tier=gold",
+        "/api/v1/workspaces?role=emperor",
+    ] {
+        app.get(path, &user).await.expect_error(400, "bad_request");
+    }
+    for path in [
+        "/api/v1/api-keys?status=active,revoked",
+        "/api/v1/workspaces?tier=free",
+    ] {
+        app.get(path, &user).await.expect(200);
+    }
+    app.stop().await;
+}
