@@ -11,6 +11,15 @@ CREATE FUNCTION tags_text(tags text[]) RETURNS text LANGUAGE sql IMMUTABLE PARAL
     SELECT array_to_string(tags, ' ')
 $$;
 
+-- Who an actor id names, for `created_by` in read models: a user's name (else email),
+-- or an API key's name. Resolved when the projection applies the event, so lists need
+-- no joins.
+CREATE FUNCTION actor_name(actor_id text) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT coalesce(name, email) FROM users WHERE id = actor_id
+    UNION ALL SELECT name FROM api_keys WHERE id = actor_id
+    LIMIT 1
+$$;
+
 CREATE TABLE projects
 (
     id           text        PRIMARY KEY,

@@ -140,11 +140,6 @@ impl<K: RecordKind> Record<K> {
             _ => Err(DomainError::NotFound(K::NOUN)),
         }
     }
-
-    /// The current fields of a live record.
-    pub fn fields(&self) -> Option<&K::Fields> {
-        self.fields.as_ref().filter(|_| !self.deleted)
-    }
 }
 
 /// Merges a JSON patch onto `fields` and types the result again.

@@ -111,7 +111,7 @@ fn check_id(errors: &mut ValidationErrors, field: &str, value: Option<&str>) {
         {
             errors.add(
                 field,
-                format!("The {field} must be an id such as proj_0193…."),
+                format!("The {field} must be an id: letters, digits and underscores."),
             );
         }
     }

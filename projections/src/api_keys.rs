@@ -44,24 +44,14 @@ impl Projection for ApiKeysProjection {
                 created_by,
                 rotated_from,
             } => {
-                // The creator's display name, resolved now so lists need no joins.
-                let name: Option<String> = sqlx::query_scalar(
-                    "SELECT coalesce(name, email) FROM users WHERE id = $1
-                     UNION ALL SELECT name FROM api_keys WHERE id = $1 LIMIT 1",
-                )
-                .bind(&created_by.id)
-                .fetch_optional(&mut *conn)
-                .await?;
-                let created_by = serde_json::json!({
-                    "type": created_by.actor_type.as_str(),
-                    "id": created_by.id,
-                    "name": name,
-                });
                 sqlx::query(
                     "INSERT INTO api_keys (id, workspace_id, public_id, name, prefix, masked, scopes,
                         rate_limit_tier, ip_allowlist, max_age_days, expires_at, created_by,
                         rotated_from, version, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $14)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                             -- The creator's display name, resolved now so lists need no joins.
+                             jsonb_build_object('type', $12::text, 'id', $15::text, 'name', actor_name($15)),
+                             $13, 1, $14, $14)",
                 )
                 .bind(id)
                 .bind(workspace_id)
@@ -74,9 +64,10 @@ impl Projection for ApiKeysProjection {
                 .bind(settings.ip_allowlist)
                 .bind(settings.max_age_days.map(|d| d as i32))
                 .bind(settings.expires_at)
-                .bind(created_by)
+                .bind(created_by.actor_type.as_str())
                 .bind(rotated_from)
                 .bind(at)
+                .bind(created_by.id)
                 .execute(&mut *conn)
                 .await?;
             }

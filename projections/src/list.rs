@@ -563,16 +563,6 @@ impl Page {
 }
 
 impl ListRequest {
-    /// A request for one item (the first of the default sort), for single-resource reads
-    /// that reuse a collection's item shape.
-    pub fn single(spec: &ListSpec) -> Result<Self, String> {
-        let mut request = Self::parse(spec, &[], &[])?;
-        request.per_page = 1;
-        Ok(request)
-    }
-}
-
-impl ListRequest {
     /// A single-item request from query pairs: only `fields` and `include` apply to one
     /// item; anything else is an error message for a 400.
     pub fn item(spec: &ListSpec, pairs: &[(String, String)]) -> Result<Self, String> {
@@ -596,7 +586,7 @@ pub async fn fetch_one(
     spec: &ListSpec,
     scope: &[(&'static str, String)],
 ) -> Result<Option<Value>, sqlx::Error> {
-    let request = ListRequest::single(spec).map_err(sqlx::Error::Protocol)?;
+    let request = ListRequest::item(spec, &[]).map_err(sqlx::Error::Protocol)?;
     fetch_item(pool, spec, &request, scope).await
 }
 

@@ -59,9 +59,8 @@ impl<T: RecordTable> Default for RecordProjection<T> {
         let insert = format!(
             "WITH created AS (
                 INSERT INTO {table} (id, workspace_id, created_by, version, created_at, updated_at, {columns})
-                SELECT e.id, e.workspace_id, jsonb_build_object('type', e.actor_type, 'id', e.actor_id, 'name',
-                        (SELECT coalesce(name, email) FROM users WHERE id = e.actor_id
-                         UNION ALL SELECT name FROM api_keys WHERE id = e.actor_id LIMIT 1)),
+                SELECT e.id, e.workspace_id,
+                       jsonb_build_object('type', e.actor_type, 'id', e.actor_id, 'name', actor_name(e.actor_id)),
                        e.version, e.at, e.at, {exprs}
                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                               $6::timestamptz[], $7::jsonb[])
