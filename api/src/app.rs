@@ -1,6 +1,8 @@
 //! The router: every route, layer and the OpenAPI document, separate from `main` so tests
 //! drive the real thing.
 
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -9,14 +11,15 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::middleware::{self, not_found, tag_route};
+use crate::edge::{self, QueryRules};
+use crate::middleware::{self, not_found};
 use crate::openapi::ApiDoc;
 use crate::routes;
 use crate::state::AppState;
 
 /// The OpenAPI document and the `/api/v1` routes it describes.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::auth::router())
         .merge(routes::workspaces::router())
         .merge(routes::api_keys::router())
@@ -26,14 +29,18 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::companies::router())
         .merge(routes::deals::router())
         .merge(routes::documents::router())
-        .split_for_parts()
+        .split_for_parts();
+    crate::openapi::scoping_parameters(&mut openapi);
+    (router, openapi)
 }
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
     let (api, mut openapi) = api();
     openapi.info.version = env!("CARGO_PKG_VERSION").to_string();
-    let openapi_json = serde_json::to_string_pretty(&openapi).unwrap_or_default();
+    let rules = Arc::new(QueryRules::from_openapi(&openapi, "/api/v1"));
+    let openapi_json =
+        serde_json::to_string_pretty(&crate::openapi::finish(&openapi)).unwrap_or_default();
     let api = api.route(
         "/openapi.json",
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi_json) }),
@@ -56,7 +63,7 @@ pub fn app(state: AppState) -> Router {
             get(|| async { Html(include_str!("docs.html")).into_response() }),
         )
         .fallback(not_found)
-        .route_layer(axum::middleware::from_fn(tag_route))
+        .route_layer(axum::middleware::from_fn_with_state(rules, edge::guard))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -25,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use pulsar_domain::credentials::{self, SESSION_TOKEN_PREFIX};
+use pulsar_domain::ids;
 use pulsar_domain::keys::{self, KEY_PREFIX};
 use pulsar_domain::scopes::{Permission, Role, ScopeSet};
 use pulsar_domain::workspace::Tier;
@@ -66,6 +67,8 @@ pub struct Principal {
     /// (the one it names, else the primary one) and the user's role there, read in the
     /// same query as the session, so handlers need no second lookup.
     pub membership: Option<(String, Role)>,
+    /// The workspace the request names (API.md section 1), checked to be an id.
+    pub requested_workspace: Option<String>,
     pub context: RequestContext,
 }
 
@@ -108,6 +111,10 @@ impl Principal {
     /// The principal's role in `workspace_id`, `None` when it may not act there.
     /// A key acts only in its own workspace (with its own scopes, not a role's).
     pub async fn membership(&self, pool: &PgPool, workspace_id: &str) -> Result<Option<Role>> {
+        if !ids::is_id(ids::prefix::WORKSPACE, workspace_id) {
+            // Cannot name a workspace, so it is none of this principal's.
+            return Ok(None);
+        }
         match &self.kind {
             PrincipalKind::User => {
                 let role: Option<String> = sqlx::query_scalar(
@@ -193,7 +200,26 @@ enum Credential<'a> {
 }
 
 /// Step 1: a credential, well formed; `None` when the request has none.
+///
+/// A request presents exactly one credential: a repeated `Authorization`, `x-api-key`
+/// or `x-api-secret` header, or a bearer token together with a key pair, is refused
+/// rather than guessed at (a proxy that adds its own header must not decide who calls).
 fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>> {
+    let ambiguous = || {
+        Error::Unauthorized(
+            "Send one credential: a single Authorization header, or one x-api-key and one x-api-secret."
+                .into(),
+        )
+    };
+    let count = |name: &str| headers.get_all(name).iter().count();
+    let (authorization, key, secret) = (
+        count("authorization"),
+        count("x-api-key"),
+        count("x-api-secret"),
+    );
+    if authorization > 1 || key > 1 || secret > 1 || (authorization == 1 && key + secret > 0) {
+        return Err(ambiguous());
+    }
     let header = |name: &str| -> Result<Option<&str>> {
         headers
             .get(name)
@@ -341,6 +367,7 @@ async fn session_principal(
                 kind: PrincipalKind::ApiKey(entry),
                 session,
                 membership: None,
+                requested_workspace: None,
                 context,
             },
             tier,
@@ -360,6 +387,7 @@ async fn session_principal(
             email: row.try_get("email")?,
             session,
             membership,
+            requested_workspace: None,
             context,
         },
         tier.as_deref().and_then(Tier::parse).unwrap_or_default(),
@@ -376,7 +404,8 @@ async fn resolve(state: &AppState, parts: &Parts) -> Result<Option<(Principal, D
         .get::<RequestContext>()
         .cloned()
         .ok_or_else(|| Error::internal("request context layer missing"))?;
-    let (principal, tier) = match credential {
+    let requested = requested_workspace(parts)?;
+    let (mut principal, tier) = match credential {
         Credential::Key(key) => {
             let entry = verify_key(state, key, context.client_ip.0)?;
             let tier = entry.tier;
@@ -388,16 +417,17 @@ async fn resolve(state: &AppState, parts: &Parts) -> Result<Option<(Principal, D
                     kind: PrincipalKind::ApiKey(entry),
                     session: None,
                     membership: None,
+                    requested_workspace: None,
                     context,
                 },
                 tier,
             )
         }
         Credential::Session(token) => {
-            let requested = requested_workspace(parts);
             session_principal(state, token, requested.as_deref(), context).await?
         }
     };
+    principal.requested_workspace = requested;
     let bucket = match &principal.kind {
         PrincipalKind::ApiKey(key) => format!("key:{}", key.key_id),
         PrincipalKind::User => format!("user:{}", principal.id),
@@ -465,27 +495,55 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// The workspace a request names: `X-Workspace-ID`, `X-Account-ID`, then `workspaceId`.
-pub fn requested_workspace(parts: &Parts) -> Option<String> {
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
+/// The workspace a request names: `X-Workspace-ID`, `X-Account-ID`, then `workspaceId`
+/// (the first one present wins, as API.md orders them). A header given twice, or the
+/// two header names naming different workspaces, is 400: ambiguous, never guessed at.
+pub fn requested_workspace(parts: &Parts) -> Result<Option<String>> {
+    let header = |name: &str| -> Result<Option<String>> {
+        let mut values = parts.headers.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Error::BadRequest(format!(
+                "The {name} header is given more than once."
+            )));
+        }
+        first
+            .map(|v| {
+                v.to_str()
+                    .map(|v| v.trim().to_string())
+                    .map_err(|_| Error::BadRequest(format!("The {name} header is not text.")))
+            })
+            .transpose()
+            // An empty field is no field, as HTTP intermediaries treat it.
+            .map(|v| v.filter(|v| !v.is_empty()))
     };
-    header("x-workspace-id")
-        .or_else(|| header("x-account-id"))
-        .or_else(|| {
-            let query = parts.uri.query()?;
-            serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-                .ok()?
-                .into_iter()
-                .find(|(name, _)| name == "workspaceId")
-                .map(|(_, value)| value)
-        })
+    let workspace = header("x-workspace-id")?;
+    let account = header("x-account-id")?;
+    if let (Some(workspace), Some(account)) = (&workspace, &account) {
+        if workspace != account {
+            return Err(Error::BadRequest(
+                "X-Workspace-ID and X-Account-ID name different workspaces.".into(),
+            ));
+        }
+    }
+    let query = parts.uri.query().and_then(|query| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find(|(name, _)| name == crate::routes::SCOPING_PARAMETER)
+            .map(|(_, value)| value.trim().to_string())
+            .filter(|value| !value.is_empty())
+    });
+    // Every name given must be a workspace id, even one the order passes over.
+    for named in [&workspace, &account, &query].into_iter().flatten() {
+        if !ids::is_id(ids::prefix::WORKSPACE, named) {
+            return Err(Error::BadRequest(
+                "X-Workspace-ID, X-Account-ID and workspaceId must name a workspace id (ws_…)."
+                    .into(),
+            ));
+        }
+    }
+    Ok(workspace.or(account).or(query))
 }
 
 impl FromRequestParts<AppState> for Auth {
@@ -493,7 +551,7 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        let requested = requested_workspace(parts);
+        let requested = principal.requested_workspace.clone();
         match (&principal.kind, requested) {
             (PrincipalKind::ApiKey(key), Some(requested)) if key.workspace_id != requested => Err(
                 Error::AccessDenied("This API key is bound to another workspace.".into()),

@@ -1,7 +1,9 @@
 //! Extractors that reject with [`Error`], so bad input always gets the envelope.
 
+use std::marker::PhantomData;
+
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use pulsar_domain::validate::field_error;
@@ -34,46 +36,243 @@ where
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
-        let content_type = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !is_json(content_type) {
-            return Err(Error::UnsupportedMediaType);
-        }
-        let limit = request
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(usize::MAX, |l| l.0);
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::PayloadTooLarge { limit }
-                } else {
-                    Error::BadRequest("The request body could not be read.".into())
-                }
-            })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::BadRequest(format!(
-                "The request body is not valid JSON (line {}, column {}).",
-                e.line(),
-                e.column()
-            ))
+        let value = read_json(request, state).await?;
+        typed(value).map(Json)
+    }
+}
+
+/// The body as a JSON value (415, 413, 400 as [`Json`] documents).
+async fn read_json<S: Send + Sync>(
+    request: Request,
+    state: &S,
+) -> Result<serde_json::Value, Error> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_json(content_type) {
+        return Err(Error::UnsupportedMediaType);
+    }
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(usize::MAX, |l| l.0);
+    let bytes = Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge { limit }
+            } else {
+                Error::BadRequest("The request body could not be read.".into())
+            }
         })?;
-        if !value.is_object() {
-            return Err(Error::BadRequest(
-                "The request body must be a JSON object.".into(),
-            ));
+    strict::parse(&bytes)
+}
+
+/// A JSON object as the request type: 400 when it is not an object, 422 with the
+/// field named when it does not fit.
+fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+    if !value.is_object() {
+        return Err(Error::BadRequest(
+            "The request body must be a JSON object.".into(),
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let (field, message) = field_error(&path, error.inner());
+        Error::Validation(ValidationErrors::single(field, message))
+    })
+}
+
+/// A kind of id that appears in paths: its prefix and how "not found" names it.
+pub trait IdKind {
+    const PREFIX: &'static str;
+    /// E.g. `Workspace`, for "Workspace not found."
+    const LABEL: &'static str;
+
+    /// The id, when `raw` has the shape of one; otherwise 404, decided without the
+    /// database (nothing of another shape was ever issued).
+    fn parse(raw: &str) -> Result<String, Error> {
+        if pulsar_domain::ids::is_id(Self::PREFIX, raw) {
+            Ok(raw.to_string())
+        } else {
+            Err(Error::not_found(Self::LABEL))
         }
-        serde_path_to_error::deserialize(value)
-            .map(Json)
-            .map_err(|error| {
-                let path = error.path().to_string();
-                let (field, message) = field_error(&path, error.inner());
-                Error::Validation(ValidationErrors::single(field, message))
-            })
+    }
+}
+
+/// Workspace ids (`ws_…`).
+#[derive(Debug)]
+pub struct WorkspaceIds;
+impl IdKind for WorkspaceIds {
+    const PREFIX: &'static str = pulsar_domain::ids::prefix::WORKSPACE;
+    const LABEL: &'static str = "Workspace";
+}
+
+/// User ids (`usr_…`), as members.
+#[derive(Debug)]
+pub struct MemberIds;
+impl IdKind for MemberIds {
+    const PREFIX: &'static str = pulsar_domain::ids::prefix::USER;
+    const LABEL: &'static str = "Member";
+}
+
+/// API key ids (`key_…`).
+#[derive(Debug)]
+pub struct ApiKeyIds;
+impl IdKind for ApiKeyIds {
+    const PREFIX: &'static str = pulsar_domain::ids::prefix::API_KEY;
+    const LABEL: &'static str = "API key";
+}
+
+/// The one `{id}` of a route's path, of kind `K`: 404 when it cannot be one.
+#[derive(Debug)]
+pub struct PathId<K>(pub String, pub PhantomData<K>);
+
+impl<S: Send + Sync, K: IdKind> FromRequestParts<S> for PathId<K> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::not_found(K::LABEL))?;
+        K::parse(&raw).map(|id| PathId(id, PhantomData))
+    }
+}
+
+/// A route's two path ids (`/workspaces/{id}/members/{user_id}`), of kinds `A` and `B`.
+#[derive(Debug)]
+pub struct PathIds<A, B>(pub String, pub String, pub PhantomData<(A, B)>);
+
+impl<S: Send + Sync, A: IdKind, B: IdKind> FromRequestParts<S> for PathIds<A, B> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let Path((a, b)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::not_found(A::LABEL))?;
+        Ok(PathIds(A::parse(&a)?, B::parse(&b)?, PhantomData))
+    }
+}
+
+/// JSON parsing that refuses what it would otherwise have to guess at.
+pub mod strict {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+
+    use crate::error::Error;
+
+    /// Parses a request body into a [`Value`], refusing (400, with the place) what
+    /// `serde_json` would accept silently: an object naming a member twice (which one
+    /// counts is a guess), and a NUL character anywhere (PostgreSQL cannot store it).
+    /// Malformed JSON, lone surrogates and nesting deeper than 128 are refused as well.
+    pub fn parse(bytes: &[u8]) -> Result<Value, Error> {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let value = StrictValue
+            .deserialize(&mut deserializer)
+            .and_then(|value| deserializer.end().map(|()| value))
+            .map_err(|e| {
+                let reason = e.to_string();
+                let reason = reason
+                    .rsplit_once(" at line ")
+                    .map_or(reason.as_str(), |(reason, _)| reason);
+                Error::BadRequest(format!(
+                    "The request body is not valid JSON: {reason} (line {}, column {}).",
+                    e.line(),
+                    e.column()
+                ))
+            })?;
+        Ok(value)
+    }
+
+    struct StrictValue;
+
+    fn no_nul<E: de::Error>(value: &str) -> Result<(), E> {
+        if value.contains('\0') {
+            Err(E::custom("a string contains a NUL character (\\u0000)"))
+        } else {
+            Ok(())
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for StrictValue {
+        type Value = Value;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for StrictValue {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            // JSON has one number type: `806.0` and `8.06e2` are the integer 806, as JSON
+            // Schema's `integer` says, wherever a float holds it exactly.
+            const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+            if v.fract() == 0.0 && v.abs() <= EXACT {
+                return Ok(Value::Number((v as i64).into()));
+            }
+            Number::from_f64(v)
+                .map(Value::Number)
+                .ok_or_else(|| E::custom("a number is out of range"))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            no_nul(v)?;
+            Ok(Value::String(v.to_string()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            no_nul(&v)?;
+            Ok(Value::String(v))
+        }
+
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element_seed(StrictValue)? {
+                items.push(item);
+            }
+            Ok(Value::Array(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut members = Map::new();
+            while let Some(name) = map.next_key::<String>()? {
+                no_nul(&name)?;
+                if members.contains_key(&name) {
+                    return Err(de::Error::custom(format_args!(
+                        "the member `{name}` is given more than once"
+                    )));
+                }
+                let value = map.next_value_seed(StrictValue)?;
+                members.insert(name, value);
+            }
+            Ok(Value::Object(members))
+        }
     }
 }
 
@@ -178,10 +377,29 @@ where
         if empty {
             return Ok(OptionalJson(T::default()));
         }
-        Json::<T>::from_request(request, state)
-            .await
-            .map(|Json(v)| OptionalJson(v))
+        // JSON `null` is "no body" too, as the document's optional body says.
+        match read_json(request, state).await? {
+            serde_json::Value::Null => Ok(OptionalJson(T::default())),
+            value => typed(value).map(OptionalJson),
+        }
     }
+}
+
+/// Deserializes a nested object field from a JSON object only: serde would also build a
+/// struct from an array, by position, which is a guess at what the client meant.
+pub fn object_only<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: DeserializeOwned,
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let value =
+        <Option<serde_json::Map<String, serde_json::Value>> as serde::Deserialize>::deserialize(
+            deserializer,
+        )?;
+    value
+        .map(|map| serde_json::from_value(serde_json::Value::Object(map)).map_err(D::Error::custom))
+        .transpose()
 }
 
 /// Deserializes a field that distinguishes absent (`None`) from `null` (`Some(None)`).

@@ -28,9 +28,15 @@ const LOCK_SECONDS: f64 = 60.0;
 const MAX_STORED_BODY: usize = 4 * 1024 * 1024;
 
 fn key_of(request: &Request) -> Result<Option<String>, Error> {
-    let Some(value) = request.headers().get("idempotency-key") else {
+    let mut values = request.headers().get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(Error::BadRequest(
+            "The Idempotency-Key header is given more than once.".into(),
+        ));
+    }
     let key = value
         .to_str()
         .ok()

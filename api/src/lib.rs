@@ -6,6 +6,8 @@
 //! - [`app`]: the router ([`app::app`]), separate from `main` so tests drive it.
 //! - [`middleware`], [`request_id`], [`extract`], [`error`]: the HTTP conventions of
 //!   API.md section 3, built once: request ids, client IPs, the error envelope.
+//! - [`edge`]: what paths and query strings may hold, checked once for every route
+//!   against the OpenAPI document.
 //! - [`auth`]: principals, workspace resolution and scope checks.
 //! - [`idempotency`]: `Idempotency-Key` replay for every write.
 //! - [`commands`]: executing commands with conflict retries and read-your-writes.
@@ -19,6 +21,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

@@ -193,17 +193,6 @@ fn normalize_error(response: Response, body_limit: usize) -> Response {
     rebuilt
 }
 
-/// Copies the matched route into the response, for the outer layer's metrics
-/// (the outer layer runs before routing, so it cannot see it on the request).
-pub async fn tag_route(request: Request, next: Next) -> Response {
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let mut response = next.run(request).await;
-    if let Some(matched) = matched {
-        response.extensions_mut().insert(matched);
-    }
-    response
-}
-
 /// The fallback for paths no route matches.
 pub async fn not_found() -> Error {
     Error::NotFound("The requested resource was not found.".into())

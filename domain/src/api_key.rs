@@ -23,6 +23,36 @@ pub const MAX_GRACE_HOURS: u32 = 168;
 pub const MAX_AGE_DAYS: u32 = 3650;
 /// Most allowlist entries on one key.
 pub const MAX_ALLOWLIST: usize = 100;
+/// Most scopes on one key (the catalog has fewer distinct ones than this).
+pub const MAX_SCOPES: usize = 64;
+
+/// Drops repeated entries, keeping the first of each in the order given.
+fn dedup(values: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(values.len());
+    values
+        .into_iter()
+        .filter(|value| seen.insert(value.clone()))
+        .collect()
+}
+
+/// Trims the name and allowlist entries and drops repeated scopes and entries, so what
+/// is stored and counted is what the key means. Lists over their limit are left as
+/// sent, for [`validate_settings`] to refuse before any work that grows with them.
+pub fn normalize_settings(settings: &mut ApiKeySettings) {
+    settings.name = settings.name.trim().to_string();
+    if settings.scopes.len() <= MAX_SCOPES {
+        settings.scopes = dedup(std::mem::take(&mut settings.scopes));
+    }
+    if settings.ip_allowlist.len() <= MAX_ALLOWLIST {
+        settings.ip_allowlist = dedup(
+            settings
+                .ip_allowlist
+                .iter()
+                .map(|e| e.trim().to_string())
+                .collect(),
+        );
+    }
+}
 
 /// What a key may do and from where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +104,10 @@ pub fn validate_settings(
     if settings.scopes.is_empty() {
         errors.add("scopes", "A key needs at least one scope.");
     }
-    for (i, scope) in settings.scopes.iter().enumerate() {
+    if settings.scopes.len() > MAX_SCOPES {
+        errors.add("scopes", format!("At most {MAX_SCOPES} scopes."));
+    }
+    for (i, scope) in settings.scopes.iter().enumerate().take(MAX_SCOPES) {
         match scope.parse::<Scope>() {
             Err(_) => errors.add(format!("scopes.{i}"), format!("Unknown scope `{scope}`.")),
             Ok(parsed) => {
@@ -250,12 +283,7 @@ impl Aggregate for ApiKey {
                 if self.created {
                     return Err(DomainError::AlreadyExists("api key"));
                 }
-                settings.name = settings.name.trim().to_string();
-                settings.ip_allowlist = settings
-                    .ip_allowlist
-                    .iter()
-                    .map(|e| e.trim().to_string())
-                    .collect();
+                normalize_settings(&mut settings);
                 validate_settings(&settings, grantor, now).into_result()?;
                 sink.write(
                     ApiKeyEvent::ApiKeyCreated {
@@ -279,13 +307,13 @@ impl Aggregate for ApiKey {
                 let current = self.usable(now)?.clone();
                 let mut next = current.clone();
                 if let Some(name) = patch.name {
-                    next.name = name.trim().to_string();
+                    next.name = name;
                 }
                 if let Some(scopes) = patch.scopes {
                     next.scopes = scopes;
                 }
                 if let Some(list) = patch.ip_allowlist {
-                    next.ip_allowlist = list.iter().map(|e| e.trim().to_string()).collect();
+                    next.ip_allowlist = list;
                 }
                 if let Some(expires_at) = patch.expires_at {
                     next.expires_at = expires_at;
@@ -296,6 +324,7 @@ impl Aggregate for ApiKey {
                 if let Some(tier) = patch.rate_limit_tier {
                     next.rate_limit_tier = tier;
                 }
+                normalize_settings(&mut next);
                 let mut errors = validate_settings(&next, grantor, now);
                 // An unchanged expiry that has meanwhile passed is not the patch's fault.
                 if next.expires_at == current.expires_at {
@@ -503,6 +532,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn repeated_scopes_and_entries_are_stored_once_and_oversized_lists_refused() {
+        let repeated = ApiKeySettings {
+            scopes: vec!["projects:read".to_string(); 50],
+            ip_allowlist: vec![" 10.0.0.0/8".into(), "10.0.0.0/8 ".into()],
+            ..settings()
+        };
+        let event = KeyTest::with(())
+            .given_no_previous_events()
+            .when_async(create(repeated, ScopeSet::ALL))
+            .await
+            .inspect_result()
+            .expect("created");
+        let ApiKeyEvent::ApiKeyCreated {
+            settings: stored, ..
+        } = &event[0]
+        else {
+            panic!("{event:?}");
+        };
+        assert_eq!(stored.scopes, ["projects:read"]);
+        assert_eq!(stored.ip_allowlist, ["10.0.0.0/8"]);
+        // Over the limit, repeats do not rescue the list: refused with one message.
+        let flood = ApiKeySettings {
+            scopes: vec!["projects:read".to_string(); 5_000],
+            ..settings()
+        };
+        assert_eq!(
+            errors_of(vec![], create(flood, ScopeSet::ALL)).await,
+            ["scopes"]
+        );
+    }
+
+    #[tokio::test]
     async fn a_key_cannot_exceed_its_grantor() {
         let grantor = ScopeSet::parse(&["projects:read"]).expect("scopes");
         let wide = ApiKeySettings {
@@ -600,3 +661,37 @@ mod tests {
             .then_expect_events(vec![]);
     }
 }
+
+/// One allowlist entry in the document: an IPv4 address or range, or an IPv6 address
+/// (IPv6 ranges are accepted too; JSON Schema has no format for them).
+#[cfg(feature = "openapi")]
+#[derive(Debug)]
+pub struct AllowlistEntry;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for AllowlistEntry {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+        };
+        const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+        AnyOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(format!(
+                        "^({OCTET}\\.){{3}}{OCTET}(/(3[0-2]|[12]?[0-9]))?$"
+                    ))),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Ipv6))),
+            )
+            .description(Some("An IP address or CIDR range, v4 or v6."))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for AllowlistEntry {}

@@ -175,7 +175,8 @@ fn changed<T: Serialize>(before: &T, after: &T) -> Vec<String> {
         .collect()
 }
 
-/// Every reference in `fields` named in `check` must be among the live ones.
+/// Every reference in `fields` named in `check` must be among the live ones (one already
+/// refused for its shape is not also reported missing).
 fn check_references<K: RecordKind>(
     fields: &K::Fields,
     check: impl Fn(&str) -> bool,
@@ -183,7 +184,10 @@ fn check_references<K: RecordKind>(
     errors: &mut ValidationErrors,
 ) {
     for (field, id) in K::references(fields) {
-        if check(field) && !live.contains(&(field.to_string(), id.clone())) {
+        if check(field)
+            && !errors.fields().contains_key(field)
+            && !live.contains(&(field.to_string(), id.clone()))
+        {
             errors.add(
                 field,
                 format!("The selected {field} is invalid: no such record in this workspace."),

@@ -213,6 +213,7 @@ impl ScopeSet {
 
 /// A member's role in a workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
@@ -322,3 +323,38 @@ mod tests {
         assert!(!viewer.allows(Permission(Resource::Projects, Action::Write)));
     }
 }
+
+/// Every scope the catalog accepts, as the API spells them: `*`, then per resource
+/// `resource:*` and its actions.
+pub fn catalog() -> Vec<String> {
+    std::iter::once("*".to_string())
+        .chain(Resource::ALL.into_iter().flat_map(|resource| {
+            std::iter::once(Scope::Resource(resource))
+                .chain(
+                    Action::ALL
+                        .into_iter()
+                        .map(move |action| Scope::Exact(Permission(resource, action))),
+                )
+                .map(|scope| scope.to_string())
+        }))
+        .collect()
+}
+
+/// One scope in the document: a value of the [`catalog`].
+#[cfg(feature = "openapi")]
+#[derive(Debug)]
+pub struct ScopeName;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ScopeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(catalog()))
+            .description(Some("`resource:action`, `resource:*` or `*`."))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ScopeName {}

@@ -65,16 +65,18 @@ fn default_currency() -> String {
     "USD".into()
 }
 
-/// Trims every tag, drops exact repeats, keeps the order given.
+/// Trims every tag, drops exact repeats, keeps the order given. A list longer than the
+/// limit is left as sent, for validation to refuse: its size is judged before any work
+/// that grows faster than it, and repeats never hide an oversized list.
 fn normalize_tags(tags: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(tags.len());
-    for tag in tags {
-        let tag = tag.trim().to_string();
-        if !out.contains(&tag) {
-            out.push(tag);
-        }
+    if tags.len() > TAGS_MAX {
+        return tags;
     }
-    out
+    let mut seen = std::collections::HashSet::with_capacity(tags.len());
+    tags.into_iter()
+        .map(|tag| tag.trim().to_string())
+        .filter(|tag| seen.insert(tag.clone()))
+        .collect()
 }
 
 fn trim_opt(value: Option<String>) -> Option<String> {
@@ -85,7 +87,9 @@ fn trim_opt(value: Option<String>) -> Option<String> {
 
 fn check_tags(errors: &mut ValidationErrors, tags: &[String]) {
     if tags.len() > TAGS_MAX {
+        // One message, not one per tag: the answer stays small whatever was sent.
         errors.add("tags", format!("No more than {TAGS_MAX} tags are allowed."));
+        return;
     }
     for (i, tag) in tags.iter().enumerate() {
         errors.check(
@@ -101,21 +105,22 @@ fn check_opt(errors: &mut ValidationErrors, field: &str, value: &Option<String>,
     }
 }
 
-fn check_id(errors: &mut ValidationErrors, field: &str, value: Option<&str>) {
+/// A reference must have the shape of an id of its kind (`prefix_…`); whether it names a
+/// live record is decided against the workspace's read models.
+fn check_id(errors: &mut ValidationErrors, field: &str, prefix: &str, value: Option<&str>) {
     if let Some(value) = value {
-        if value.is_empty()
-            || value.len() > 64
-            || !value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if !crate::ids::is_id(prefix, value) {
             errors.add(
                 field,
-                format!("The {field} must be an id: letters, digits and underscores."),
+                format!(
+                    "The {field} must be an id such as {prefix}_0193a5f7c6a87f4c9d5e3b2a1c0d9e8f."
+                ),
             );
         }
     }
 }
+
+use crate::ids::prefix::USER;
 
 fn reference(field: &'static str, value: &Option<String>) -> Option<(&'static str, String)> {
     value.as_ref().map(|id| (field, id.clone()))
@@ -126,14 +131,32 @@ fn reference(field: &'static str, value: &Option<String>) -> Option<(&'static st
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProjectFields {
-    #[cfg_attr(feature = "openapi", schema(example = "Website relaunch"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "Website relaunch",
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+        )
+    )]
     pub name: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 10000,
+            pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub description: Option<String>,
     #[serde(default)]
     pub status: ProjectStatus,
     /// A member of the workspace.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^usr_[0-9a-f]{32}$"))]
     pub owner_id: Option<String>,
+    /// At most 20, each 1 to 50 characters; repeats are dropped.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 20, value_type = Vec<Tag>))]
     pub tags: Vec<String>,
 }
 
@@ -142,20 +165,41 @@ pub struct ProjectFields {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskFields {
+    /// A project of the workspace.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^proj_[0-9a-f]{32}$"))]
     pub project_id: String,
-    #[cfg_attr(feature = "openapi", schema(example = "Write the launch post"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "Write the launch post",
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+        )
+    )]
     pub title: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 10000,
+            pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub description: Option<String>,
     #[serde(default)]
     pub status: TaskStatus,
     #[serde(default)]
     pub priority: Priority,
     /// A member of the workspace.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^usr_[0-9a-f]{32}$"))]
     pub assignee_id: Option<String>,
-    /// `YYYY-MM-DD`.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Date, example = "2026-12-01"))]
+    /// `YYYY-MM-DD`, in the years 1900 to 2999.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Date, example = "2026-12-01",
+        pattern = r"^(19[0-9]{2}|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$"))]
     pub due_date: Option<NaiveDate>,
+    /// At most 20, each 1 to 50 characters; repeats are dropped.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 20, value_type = Vec<Tag>))]
     pub tags: Vec<String>,
 }
 
@@ -164,11 +208,30 @@ pub struct TaskFields {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ContactFields {
-    #[cfg_attr(feature = "openapi", schema(example = "Ada Lovelace"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "Ada Lovelace",
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+        )
+    )]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(format = Email, max_length = 254, pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"))]
     pub email: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(example = "+44 20 7946 0958"))]
+    /// Digits with `+ - ( ) .` and spaces; 5 to 20 digits.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "+44 20 7946 0958",
+            max_length = 32,
+            pattern = r"^[+\-(). ]*([0-9][+\-(). ]*){5,20}$"
+        )
+    )]
     pub phone: Option<String>,
+    /// A company of the workspace.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^comp_[0-9a-f]{32}$"))]
     pub company_id: Option<String>,
 }
 
@@ -177,9 +240,25 @@ pub struct ContactFields {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompanyFields {
-    #[cfg_attr(feature = "openapi", schema(example = "Analytical Engines Ltd"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "Analytical Engines Ltd",
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+        )
+    )]
     pub name: String,
-    #[cfg_attr(feature = "openapi", schema(example = "engines.example"))]
+    /// A host name with a dot.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "engines.example",
+            max_length = 253,
+            pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+        )
+    )]
     pub domain: Option<String>,
 }
 
@@ -188,16 +267,36 @@ pub struct CompanyFields {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DealFields {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+        )
+    )]
     pub name: String,
     /// In the currency's minor unit; 0 or more.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_000i64)
+    )]
     pub amount_cents: i64,
     /// ISO 4217, e.g. `EUR`; default `USD`.
     #[serde(default = "default_currency")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z]{3}$", example = "EUR")
+    )]
     pub currency: String,
     #[serde(default)]
     pub stage: DealStage,
+    /// A company of the workspace.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^comp_[0-9a-f]{32}$"))]
     pub company_id: Option<String>,
+    /// A contact of the workspace.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^cont_[0-9a-f]{32}$"))]
     pub contact_id: Option<String>,
 }
 
@@ -206,13 +305,51 @@ pub struct DealFields {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DocumentFields {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+        )
+    )]
     pub title: String,
     /// Markdown.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 200000,
+            pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub body: String,
+    /// At most 20, each 1 to 50 characters; repeats are dropped.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 20, value_type = Vec<Tag>))]
     pub tags: Vec<String>,
 }
+
+/// One tag in the document: 1 to 50 characters of one line (tags are plain strings;
+/// this type only describes them).
+#[cfg(feature = "openapi")]
+#[derive(Debug)]
+pub struct Tag;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Tag {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(TAG_MAX))
+            .pattern(Some(validate::LINE_PATTERN))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Tag {}
 
 /// Declares a kind's marker type and its aggregate's name.
 macro_rules! kind {
@@ -256,7 +393,7 @@ impl RecordKind for ProjectKind {
         let mut errors = ValidationErrors::new();
         errors.check("name", validate::required_text("name", &f.name, NAME_MAX));
         check_opt(&mut errors, "description", &f.description, DESCRIPTION_MAX);
-        check_id(&mut errors, "owner_id", f.owner_id.as_deref());
+        check_id(&mut errors, "owner_id", USER, f.owner_id.as_deref());
         check_tags(&mut errors, &f.tags);
         errors
     }
@@ -285,14 +422,19 @@ impl RecordKind for TaskKind {
         if f.project_id.is_empty() {
             errors.add("project_id", "The project_id field is required.");
         } else {
-            check_id(&mut errors, "project_id", Some(&f.project_id));
+            check_id(
+                &mut errors,
+                "project_id",
+                ProjectKind::ID_PREFIX,
+                Some(&f.project_id),
+            );
         }
         errors.check(
             "title",
             validate::required_text("title", &f.title, NAME_MAX),
         );
         check_opt(&mut errors, "description", &f.description, DESCRIPTION_MAX);
-        check_id(&mut errors, "assignee_id", f.assignee_id.as_deref());
+        check_id(&mut errors, "assignee_id", USER, f.assignee_id.as_deref());
         if let Some(due) = f.due_date {
             let year = chrono::Datelike::year(&due);
             if !(1900..=2999).contains(&year) {
@@ -328,13 +470,7 @@ fn phone(value: &str) -> Result<(), String> {
 
 /// A host name: dot-separated labels of letters, digits and dashes, with a dot.
 fn domain(value: &str) -> Result<(), String> {
-    let label_ok = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if value.len() <= 253 && value.contains('.') && value.split('.').all(label_ok) {
+    if validate::host_name(value) {
         Ok(())
     } else {
         Err("The domain must be a host name such as example.com.".into())
@@ -363,7 +499,12 @@ impl RecordKind for ContactKind {
         if let Some(value) = &f.phone {
             errors.check("phone", phone(value));
         }
-        check_id(&mut errors, "company_id", f.company_id.as_deref());
+        check_id(
+            &mut errors,
+            "company_id",
+            CompanyKind::ID_PREFIX,
+            f.company_id.as_deref(),
+        );
         errors
     }
 
@@ -425,8 +566,18 @@ impl RecordKind for DealKind {
                 "The currency must be an ISO 4217 code such as EUR.",
             );
         }
-        check_id(&mut errors, "company_id", f.company_id.as_deref());
-        check_id(&mut errors, "contact_id", f.contact_id.as_deref());
+        check_id(
+            &mut errors,
+            "company_id",
+            CompanyKind::ID_PREFIX,
+            f.company_id.as_deref(),
+        );
+        check_id(
+            &mut errors,
+            "contact_id",
+            ContactKind::ID_PREFIX,
+            f.contact_id.as_deref(),
+        );
         errors
     }
 
@@ -520,14 +671,14 @@ mod tests {
     fn created() -> RecordEvent<TaskKind> {
         RecordEvent::Created {
             workspace_id: "ws_1".into(),
-            fields: TaskKind::normalize(task("proj_1")),
+            fields: TaskKind::normalize(task("proj_00000000000000000000000000000001")),
             created_by: Actor::user("usr_1"),
         }
     }
 
     #[tokio::test]
     async fn creation_normalizes_and_defaults() {
-        let fields = TaskKind::normalize(task("proj_1"));
+        let fields = TaskKind::normalize(task("proj_00000000000000000000000000000001"));
         assert_eq!(fields.title, "Ship it");
         assert_eq!(fields.tags, vec!["a", "b"]);
         assert_eq!(fields.status, TaskStatus::Todo);
@@ -536,9 +687,9 @@ mod tests {
             .given_no_previous_events()
             .when_async(RecordCommand::Create {
                 workspace_id: "ws_1".into(),
-                fields: task("proj_1"),
+                fields: task("proj_00000000000000000000000000000001"),
                 created_by: Actor::user("usr_1"),
-                live: live(&[("project_id", "proj_1")]),
+                live: live(&[("project_id", "proj_00000000000000000000000000000001")]),
             })
             .await
             .then_expect_events(vec![created()]);
@@ -550,9 +701,9 @@ mod tests {
             .given_no_previous_events()
             .when_async(RecordCommand::Create {
                 workspace_id: "ws_1".into(),
-                fields: task("proj_other"),
+                fields: task("proj_000000000000000000000000000000ff"),
                 created_by: Actor::user("usr_1"),
-                live: live(&[("project_id", "proj_1")]),
+                live: live(&[("project_id", "proj_00000000000000000000000000000001")]),
             })
             .await
             .inspect_result();
@@ -564,7 +715,7 @@ mod tests {
 
     #[tokio::test]
     async fn update_carries_state_and_changed_fields() {
-        let mut expected = TaskKind::normalize(task("proj_1"));
+        let mut expected = TaskKind::normalize(task("proj_00000000000000000000000000000001"));
         expected.status = TaskStatus::Done;
         expected.due_date = None;
         TaskTest::with(())
@@ -610,8 +761,10 @@ mod tests {
             json!({"status": "blocked"}),
             json!({"unknown": 1}),
             json!({"due_date": "2026-13-01"}),
-            json!({"project_id": "proj_2"}),
+            json!({"project_id": "proj_00000000000000000000000000000002"}),
             json!({"tags": (0..21).map(|i| i.to_string()).collect::<Vec<_>>()}),
+            // Repeats do not hide an oversized list.
+            json!({"tags": vec!["same"; 21]}),
         ] {
             let result = TaskTest::with(())
                 .given(vec![created()])
@@ -627,6 +780,20 @@ mod tests {
                 "{patch} gave {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_oversized_tag_list_gets_one_message_whatever_its_size() {
+        let tags: Vec<String> = (0..60_000).map(|i| format!("tag{i}")).collect();
+        let fields: DocumentFields =
+            serde_json::from_value(json!({"title": "t", "tags": tags})).expect("fields");
+        let errors = DocumentKind::validate(&DocumentKind::normalize(fields));
+        assert_eq!(
+            errors.fields().get("tags").map(Vec::len),
+            Some(1),
+            "{errors:?}"
+        );
+        assert_eq!(errors.fields().len(), 1, "no message per tag: {errors:?}");
     }
 
     #[tokio::test]

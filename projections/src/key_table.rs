@@ -1,10 +1,13 @@
 //! The in-memory key table: what every process verifies API keys against, without a
 //! database round trip.
 //!
-//! It is a [`LocalProjection`] of the `ApiKey` stream: loaded from the log at start and
-//! kept current by tailing it, woken by `LISTEN`, so a revocation or rotation committed
-//! by any process reaches every other within a notification's latency (the poll is the
-//! fallback bound). Secret hashes come from `api_key_secrets` (they are never in events).
+//! It is a [`LocalProjection`] of the `ApiKey` and `Workspace` streams: loaded from the
+//! log at start and kept current by tailing it, woken by `LISTEN`, so a revocation,
+//! rotation or workspace deletion committed by any process reaches every other within a
+//! notification's latency (the poll is the fallback bound). Secret hashes come from
+//! `api_key_secrets` (they are never in events); everything else is folded from the
+//! events alone: a key's effective tier follows its workspace's tier as the log states
+//! it, and a deleted workspace's keys stop with it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -14,7 +17,7 @@ use cqrs_es::Aggregate;
 use ipnet::IpNet;
 use pulsar_domain::api_key::{parse_allowlist, ApiKey, ApiKeyEvent, ApiKeySettings};
 use pulsar_domain::scopes::ScopeSet;
-use pulsar_domain::workspace::Tier;
+use pulsar_domain::workspace::{Tier, Workspace, WorkspaceEvent};
 use sqlx::{PgPool, Row};
 
 use crate::log::StoredEvent;
@@ -33,13 +36,17 @@ pub struct KeyEntry {
     pub secret_hash: [u8; 32],
     pub scopes: ScopeSet,
     pub allowlist: Vec<IpNet>,
-    /// The key's own tier, else its workspace's.
+    /// The tier the key is limited by: its own, else its workspace's.
     pub tier: Tier,
+    /// The key's own tier, when it has one.
+    pub own_tier: Option<Tier>,
     pub expires_at: Option<DateTime<Utc>>,
     pub max_age_days: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub grace_period_ends_at: Option<DateTime<Utc>>,
     pub revoked: bool,
+    /// The key's workspace was deleted: the key is dead with it.
+    pub workspace_deleted: bool,
 }
 
 impl KeyEntry {
@@ -47,6 +54,7 @@ impl KeyEntry {
     /// rotation's grace period).
     pub fn live(&self, now: DateTime<Utc>) -> bool {
         !self.revoked
+            && !self.workspace_deleted
             && self.expires_at.is_none_or(|at| at > now)
             && self.grace_period_ends_at.is_none_or(|end| end > now)
     }
@@ -63,18 +71,29 @@ impl KeyEntry {
         // Entries were validated before the event was written; a bad one denies all.
         self.allowlist = parse_allowlist(&settings.ip_allowlist)
             .unwrap_or_else(|_| vec![IpNet::from(std::net::IpAddr::from([0, 0, 0, 0])).trunc()]);
+        self.own_tier = settings.rate_limit_tier;
         self.tier = settings.rate_limit_tier.unwrap_or(workspace_tier);
         self.expires_at = settings.expires_at;
         self.max_age_days = settings.max_age_days;
     }
 }
 
-/// Keys by public id (the `apiKey` half) and by key id.
+/// What the key table knows of a workspace, from its events.
+#[derive(Debug, Clone, Default)]
+struct WorkspaceFacts {
+    tier: Tier,
+    deleted: bool,
+    /// Its keys, by key id.
+    keys: Vec<String>,
+}
+
+/// Keys by public id (the `apiKey` half) and by key id, and the workspace facts they
+/// depend on.
 #[derive(Debug, Default)]
 pub struct KeyTable {
     by_public: RwLock<HashMap<String, Arc<KeyEntry>>>,
     public_by_id: RwLock<HashMap<String, String>>,
-    workspace_tiers: RwLock<HashMap<String, Tier>>,
+    workspaces: RwLock<HashMap<String, WorkspaceFacts>>,
 }
 
 impl KeyTable {
@@ -134,29 +153,48 @@ impl KeyTable {
         self.insert(next);
     }
 
-    async fn workspace_tier(
-        &self,
-        pool: &PgPool,
-        workspace_id: &str,
-    ) -> Result<Tier, ProjectionError> {
-        if let Some(tier) = self
-            .workspace_tiers
+    /// The workspace's facts as the log has stated them so far (a key's workspace is
+    /// always created before the key, so an unknown one is only a key table that has
+    /// not read that far, which the log order rules out).
+    fn workspace(&self, workspace_id: &str) -> WorkspaceFacts {
+        self.workspaces
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(workspace_id)
-        {
-            return Ok(*tier);
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn apply_workspace(&self, workspace_id: &str, event: WorkspaceEvent) {
+        match event {
+            WorkspaceEvent::WorkspaceCreated { tier, .. } => {
+                self.workspaces
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        workspace_id.to_string(),
+                        WorkspaceFacts {
+                            tier,
+                            ..WorkspaceFacts::default()
+                        },
+                    );
+            }
+            WorkspaceEvent::WorkspaceDeleted => {
+                let keys = {
+                    let mut workspaces = self.workspaces.write().unwrap_or_else(|e| e.into_inner());
+                    let facts = workspaces.entry(workspace_id.to_string()).or_default();
+                    facts.deleted = true;
+                    facts.keys.clone()
+                };
+                for key_id in keys {
+                    self.update(&key_id, |entry| entry.workspace_deleted = true);
+                }
+            }
+            WorkspaceEvent::WorkspaceUpdated { .. }
+            | WorkspaceEvent::MemberAdded { .. }
+            | WorkspaceEvent::MemberRoleChanged { .. }
+            | WorkspaceEvent::MemberRemoved { .. } => {}
         }
-        let tier: Option<String> = sqlx::query_scalar("SELECT tier FROM workspaces WHERE id = $1")
-            .bind(workspace_id)
-            .fetch_optional(pool)
-            .await?;
-        let tier = tier.as_deref().and_then(Tier::parse).unwrap_or_default();
-        self.workspace_tiers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(workspace_id.to_string(), tier);
-        Ok(tier)
     }
 }
 
@@ -166,7 +204,7 @@ impl LocalProjection for Arc<KeyTable> {
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &[ApiKey::TYPE]
+        &[ApiKey::TYPE, Workspace::TYPE]
     }
 
     async fn apply(&self, pool: &PgPool, events: &[StoredEvent]) -> Result<(), ProjectionError> {
@@ -193,6 +231,10 @@ impl LocalProjection for Arc<KeyTable> {
             }
         }
         for event in events {
+            if event.aggregate_type == Workspace::TYPE {
+                self.apply_workspace(&event.aggregate_id, event.decode::<Workspace>()?.payload);
+                continue;
+            }
             let key_id = event.aggregate_id.as_str();
             match event.decode::<ApiKey>()?.payload {
                 ApiKeyEvent::ApiKeyCreated {
@@ -201,33 +243,41 @@ impl LocalProjection for Arc<KeyTable> {
                     settings,
                     ..
                 } => {
-                    let workspace_tier = self.workspace_tier(pool, &workspace_id).await?;
+                    let workspace = self.workspace(&workspace_id);
                     // A key whose secret row is missing can never verify.
                     let secret_hash = hashes.get(key_id).copied().unwrap_or([0; 32]);
                     let mut entry = KeyEntry {
                         key_id: key_id.to_string(),
                         public_id,
-                        workspace_id,
+                        workspace_id: workspace_id.clone(),
                         name: String::new(),
                         secret_hash,
                         scopes: ScopeSet::EMPTY,
                         allowlist: Vec::new(),
-                        tier: workspace_tier,
+                        tier: workspace.tier,
+                        own_tier: None,
                         expires_at: None,
                         max_age_days: None,
                         created_at: event.recorded_at,
                         grace_period_ends_at: None,
                         revoked: secret_hash == [0; 32],
+                        workspace_deleted: workspace.deleted,
                     };
-                    entry.with_settings(&settings, workspace_tier);
+                    entry.with_settings(&settings, workspace.tier);
                     self.insert(entry);
+                    self.workspaces
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(workspace_id)
+                        .or_default()
+                        .keys
+                        .push(key_id.to_string());
                 }
                 ApiKeyEvent::ApiKeyUpdated { settings, .. } => {
-                    let workspace_id = self.get_by_id(key_id).map(|e| e.workspace_id.clone());
-                    let workspace_tier = match workspace_id {
-                        Some(id) => self.workspace_tier(pool, &id).await?,
-                        None => Tier::default(),
-                    };
+                    let workspace_tier = self
+                        .get_by_id(key_id)
+                        .map(|e| self.workspace(&e.workspace_id).tier)
+                        .unwrap_or_default();
                     self.update(key_id, |entry| {
                         entry.with_settings(&settings, workspace_tier)
                     });

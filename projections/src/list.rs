@@ -19,6 +19,8 @@ use crate::position::Position;
 /// Default and largest page sizes.
 pub const DEFAULT_PER_PAGE: u32 = 25;
 pub const MAX_PER_PAGE: u32 = 100;
+/// Most values one filter's comma list may name.
+pub const MAX_FILTER_VALUES: usize = 100;
 
 /// A column a list can sort or filter on.
 #[derive(Debug, Clone, Copy)]
@@ -197,10 +199,15 @@ impl ListRequest {
             match name.as_str() {
                 "page" => request.page = number(name, value, 1_000_000)?,
                 "per_page" | "limit" => {
-                    if seen.contains("per_page") && seen.contains("limit") {
-                        return Err("Give `per_page` or its alias `limit`, not both.".into());
+                    let per_page = number(name, value, MAX_PER_PAGE)?;
+                    // The alias may repeat the same size; two different sizes are a guess.
+                    if seen.contains("per_page")
+                        && seen.contains("limit")
+                        && per_page != request.per_page
+                    {
+                        return Err("`per_page` and its alias `limit` give different sizes.".into());
                     }
-                    request.per_page = number(name, value, MAX_PER_PAGE)?;
+                    request.per_page = per_page;
                 }
                 "sort" => {
                     request.sort = parse_sort(spec, value)?;
@@ -263,6 +270,11 @@ impl ListRequest {
                     let values = parse_list(value);
                     if values.is_empty() {
                         return Err(format!("`{other}` names no value."));
+                    }
+                    if values.len() > MAX_FILTER_VALUES {
+                        return Err(format!(
+                            "`{other}` may name at most {MAX_FILTER_VALUES} values."
+                        ));
                     }
                     if let Some(column) = spec.filters.iter().find(|c| c.name == other) {
                         check_values(spec, other, &values)?;
@@ -565,16 +577,19 @@ impl Page {
 impl ListRequest {
     /// A single-item request from query pairs: only `fields` and `include` apply to one
     /// item; anything else is an error message for a 400.
-    pub fn item(spec: &ListSpec, pairs: &[(String, String)]) -> Result<Self, String> {
-        if let Some((name, _)) = pairs
-            .iter()
-            .find(|(name, _)| name != "fields" && name != "include")
-        {
+    pub fn item(
+        spec: &ListSpec,
+        pairs: &[(String, String)],
+        passthrough: &[&str],
+    ) -> Result<Self, String> {
+        if let Some((name, _)) = pairs.iter().find(|(name, _)| {
+            name != "fields" && name != "include" && !passthrough.contains(&name.as_str())
+        }) {
             return Err(format!(
                 "`{name}` does not apply to a single item; use `fields` or `include`."
             ));
         }
-        let mut request = Self::parse(spec, pairs, &[])?;
+        let mut request = Self::parse(spec, pairs, passthrough)?;
         request.per_page = 1;
         Ok(request)
     }
@@ -586,7 +601,7 @@ pub async fn fetch_one(
     spec: &ListSpec,
     scope: &[(&'static str, String)],
 ) -> Result<Option<Value>, sqlx::Error> {
-    let request = ListRequest::item(spec, &[]).map_err(sqlx::Error::Protocol)?;
+    let request = ListRequest::item(spec, &[], &[]).map_err(sqlx::Error::Protocol)?;
     fetch_item(pool, spec, &request, scope).await
 }
 

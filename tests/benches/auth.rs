@@ -52,11 +52,13 @@ fn verification() {
                 "2001:db8::/32".parse().expect("cidr"),
             ],
             tier: Tier::Pro,
+            own_tier: None,
             expires_at: None,
             max_age_days: Some(90),
             created_at: Utc::now(),
             grace_period_ends_at: None,
             revoked: false,
+            workspace_deleted: false,
         });
         issued.push(key.full());
     }

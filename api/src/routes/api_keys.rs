@@ -1,12 +1,15 @@
 //! `/api-keys`: create, list, get, patch, rotate, revoke, and a key's history.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use pulsar_domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyPatch, ApiKeySettings, MAX_GRACE_HOURS};
+use pulsar_domain::api_key::{
+    AllowlistEntry, ApiKey, ApiKeyCommand, ApiKeyPatch, ApiKeySettings, MAX_GRACE_HOURS,
+};
 use pulsar_domain::ids;
 use pulsar_domain::keys::NewKey;
+use pulsar_domain::scopes::ScopeName;
 use pulsar_domain::scopes::{Action, Permission, Resource, ScopeSet};
 use pulsar_domain::workspace::Tier;
 use pulsar_domain::{Actor, EventMetadata};
@@ -22,8 +25,9 @@ use super::{CreatedOut, DataOut, ErrorOut, ListOut};
 use crate::auth::Auth;
 use crate::commands;
 use crate::error::{Error, Result};
-use crate::extract::{double_option, Json, OptionalJson, QueryPairs};
+use crate::extract::{double_option, ApiKeyIds, Json, OptionalJson, PathId, QueryPairs};
 use crate::middleware::no_content;
+use crate::openapi::{ListQuery, Listed};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -41,6 +45,14 @@ const DELETE: Permission = Permission(Resource::ApiKeys, Action::Delete);
 /// Read models a key command must have reached before answering: the list, and this
 /// process's key table (so the key works, or stops, at once).
 const READ_MODELS: &[&str] = &[api_keys::NAME, key_table::NAME];
+
+/// The `/api-keys` collection, for the document.
+#[derive(Debug)]
+pub struct ApiKeys;
+
+impl Listed for ApiKeys {
+    const SPEC: &'static ListSpec = &KEYS;
+}
 
 static KEYS: ListSpec = ListSpec {
     from: "api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id",
@@ -181,13 +193,25 @@ pub struct ApiKeySecretOut {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyIn {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+    )]
     pub name: String,
+    /// At least one; none beyond the caller's own. Repeats are dropped.
+    #[schema(min_items = 1, max_items = 64, value_type = Vec<ScopeName>)]
     pub scopes: Vec<String>,
-    #[schema(value_type = Option<String>, example = "pro")]
+    /// Default: the workspace's tier.
     pub rate_limit_tier: Option<Tier>,
+    /// Must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Exact IPs and CIDR ranges; empty allows every address.
     #[serde(default)]
+    #[schema(max_items = 100, value_type = Vec<AllowlistEntry>)]
     pub ip_allowlist: Vec<String>,
+    /// The key must be rotated before it is this many days old.
+    #[schema(minimum = 1, maximum = 3650)]
     pub max_age_days: Option<u32>,
 }
 
@@ -195,17 +219,26 @@ pub struct ApiKeyIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyPatchIn {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+    )]
     pub name: Option<String>,
+    #[schema(min_items = 1, max_items = 64, value_type = Option<Vec<ScopeName>>)]
     pub scopes: Option<Vec<String>>,
+    #[schema(max_items = 100, value_type = Option<Vec<AllowlistEntry>>)]
     pub ip_allowlist: Option<Vec<String>>,
+    /// Must be in the future; `null` removes the expiry.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 3650)]
     pub max_age_days: Option<Option<u32>>,
+    /// `null`: the workspace's tier.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Tier>)]
     pub rate_limit_tier: Option<Option<Tier>>,
 }
 
@@ -214,6 +247,7 @@ pub struct ApiKeyPatchIn {
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
     /// 0 to 168, default 24: how long the old key keeps working.
+    #[schema(minimum = 0, maximum = 168)]
     pub grace_period_hours: Option<i64>,
 }
 
@@ -275,7 +309,7 @@ async fn issue(
     metadata: &EventMetadata,
 ) -> Result<(String, NewKey)> {
     let key = NewKey::generate();
-    let key_id = ids::new_id("key");
+    let key_id = ids::new_id(ids::prefix::API_KEY);
     sqlx::query("INSERT INTO api_key_secrets (key_id, public_id, secret_hash) VALUES ($1, $2, $3)")
         .bind(&key_id)
         .bind(&key.api_key)
@@ -308,15 +342,7 @@ async fn issue(
 }
 
 /// List the workspace's keys (search by name).
-#[utoipa::path(get, path = "/api-keys", tag = "api-keys",
-    params(
-        ("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query), ("sort" = Option<String>, Query),
-        ("fields" = Option<String>, Query), ("search" = Option<String>, Query, description = "full text over the name"),
-        ("status" = Option<String>, Query, description = "active, rotating, expired or revoked"),
-        ("rate_limit_tier" = Option<String>, Query),
-        ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
-        ("updated_after" = Option<String>, Query), ("updated_before" = Option<String>, Query),
-    ),
+#[utoipa::path(get, path = "/api-keys", tag = "api-keys", params(ListQuery<ApiKeys>),
     responses((status = 200, body = ListOut<ApiKeyOut>), (status = 400, body = ErrorOut), (status = 401, body = ErrorOut), (status = 403, body = ErrorOut)),
     security(("bearer" = []), ("api_key_pair" = [])))]
 async fn list_keys(
@@ -375,7 +401,7 @@ async fn create_key(
 async fn get_key(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<ApiKeyIds>,
 ) -> Result<Response> {
     auth.require(READ)?;
     Ok(super::data(item(&state, &auth.workspace_id, &id).await?))
@@ -388,7 +414,7 @@ async fn get_key(
 async fn update_key(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<ApiKeyIds>,
     headers: HeaderMap,
     Json(input): Json<ApiKeyPatchIn>,
 ) -> Result<Response> {
@@ -423,7 +449,7 @@ async fn update_key(
 async fn rotate_key(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<ApiKeyIds>,
     OptionalJson(input): OptionalJson<RotateIn>,
 ) -> Result<Response> {
     auth.require(WRITE)?;
@@ -504,7 +530,7 @@ async fn rotate_key(
 async fn revoke_key(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<ApiKeyIds>,
     headers: HeaderMap,
 ) -> Result<Response> {
     auth.require(DELETE)?;
@@ -534,7 +560,7 @@ async fn revoke_key(
 async fn key_history(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<ApiKeyIds>,
 ) -> Result<Response> {
     auth.require(READ)?;
     item(&state, &auth.workspace_id, &id).await?;

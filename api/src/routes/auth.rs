@@ -36,15 +36,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupIn {
+    #[schema(format = Email, max_length = 254, pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     pub email: String,
-    /// At least 10 characters.
+    /// 10 to 512 characters (any but NUL).
+    #[schema(min_length = 10, max_length = 512, pattern = r"^[^\u0000]*$")]
     pub password: String,
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+    )]
     pub workspace_name: String,
 }
 
 /// `POST /auth/login`: email and password, or an API key's two halves.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginIn {
     pub email: Option<String>,
@@ -54,6 +65,39 @@ pub struct LoginIn {
     #[serde(rename = "apiSecret")]
     pub api_secret: Option<String>,
 }
+
+/// Either pair, never a mix: the document says so with `oneOf`.
+impl utoipa::PartialSchema for LoginIn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let text = |max: usize| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(max))
+                .pattern(Some(r"^[^\u0000]*$"))
+        };
+        let pair = |(a, a_max): (&str, usize), (b, b_max): (&str, usize), title: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .title(Some(title))
+                .property(a, text(a_max))
+                .property(b, text(b_max))
+                .required(a)
+                .required(b)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .item(pair(("email", 254), ("password", 512), "password"))
+            .item(pair(("apiKey", 64), ("apiSecret", 128), "api key"))
+            .description(Some(
+                "Email and password, or an API key's `apiKey` and `apiSecret` halves.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for LoginIn {}
 
 /// The authenticated principal.
 #[derive(Debug, Serialize, ToSchema)]

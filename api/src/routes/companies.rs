@@ -75,6 +75,4 @@ record_routes! {
     path: "/companies",
     item_path: "/companies/{id}",
     tag: "crm",
-    filters: ["domain"],
-    includes: "none",
 }

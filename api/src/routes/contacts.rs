@@ -87,6 +87,4 @@ record_routes! {
     path: "/contacts",
     item_path: "/contacts/{id}",
     tag: "crm",
-    filters: ["company_id", "email"],
-    includes: "`company`",
 }

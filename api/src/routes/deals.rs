@@ -73,6 +73,4 @@ record_routes! {
     path: "/deals",
     item_path: "/deals/{id}",
     tag: "crm",
-    filters: ["stage", "currency", "company_id", "contact_id"],
-    includes: "`company`, `contact`",
 }

@@ -72,6 +72,4 @@ record_routes! {
     path: "/documents",
     item_path: "/documents/{id}",
     tag: "documents",
-    filters: ["tag"],
-    includes: "`tags`",
 }

@@ -24,6 +24,11 @@ pub mod records;
 pub mod tasks;
 pub mod workspaces;
 
+/// The query parameter that names the workspace a request acts in (API.md section 1);
+/// every authenticated route accepts it, so handlers parsing their own parameters let it
+/// pass.
+pub const SCOPING_PARAMETER: &str = "workspaceId";
+
 /// API.md's error envelope.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorOut {
@@ -124,7 +129,7 @@ pub async fn list(
     scope: &[(&'static str, String)],
 ) -> Result<Response> {
     let request =
-        ListRequest::parse(spec, &query.0, &["workspaceId"]).map_err(Error::BadRequest)?;
+        ListRequest::parse(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)?;
     let page = list::fetch(&state.pool, spec, &request, scope).await?;
     Ok(list_response(uri, query, page))
 }
@@ -141,7 +146,7 @@ pub async fn list_counted(
     read_model: &str,
 ) -> Result<Response> {
     let request =
-        ListRequest::parse(spec, &query.0, &["workspaceId"]).map_err(Error::BadRequest)?;
+        ListRequest::parse(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)?;
     let page = match state.subscriptions.position(read_model) {
         Some(at) => {
             list::fetch_counted(&state.pool, spec, &request, scope, &state.counts, at).await?

@@ -91,6 +91,4 @@ record_routes! {
     path: "/projects",
     item_path: "/projects/{id}",
     tag: "projects",
-    filters: ["status", "owner_id", "tag"],
-    includes: "`owner`, `tags`",
 }

@@ -29,8 +29,9 @@ use utoipa::ToSchema;
 
 use crate::auth::Auth;
 use crate::error::{Error, Result};
-use crate::extract::QueryPairs;
+use crate::extract::{IdKind, QueryPairs};
 use crate::middleware::no_content;
+use crate::openapi::Listed;
 use crate::state::AppState;
 
 /// One collection of workspace data.
@@ -51,29 +52,45 @@ pub trait Resource: Send + Sync + 'static {
     const REFERENCES: &'static [(&'static str, Target)];
 }
 
+/// A collection's item ids have its kind's prefix (`proj_…`).
+impl<R: Resource> Listed for R {
+    const SPEC: &'static ListSpec = R::SPEC;
+}
+
+impl<R: Resource> IdKind for R {
+    const PREFIX: &'static str = <R::Kind as RecordKind>::ID_PREFIX;
+    const LABEL: &'static str = R::LABEL;
+}
+
 /// Where a referenced id must be found, with a `workspace_id` column to scope it.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
     pub table: &'static str,
     pub column: &'static str,
+    /// The id prefix of what it names: an id of another shape is never looked up.
+    pub prefix: &'static str,
 }
 
 /// A member of the workspace.
 pub const MEMBER: Target = Target {
     table: "workspace_members",
     column: "user_id",
+    prefix: ids::prefix::USER,
 };
 pub const PROJECT: Target = Target {
     table: "projects",
     column: "id",
+    prefix: <pulsar_domain::workspace_data::ProjectKind as RecordKind>::ID_PREFIX,
 };
 pub const COMPANY: Target = Target {
     table: "companies",
     column: "id",
+    prefix: <pulsar_domain::workspace_data::CompanyKind as RecordKind>::ID_PREFIX,
 };
 pub const CONTACT: Target = Target {
     table: "contacts",
     column: "id",
+    prefix: <pulsar_domain::workspace_data::ContactKind as RecordKind>::ID_PREFIX,
 };
 
 /// What every item carries besides its fields.
@@ -149,6 +166,10 @@ async fn precheck<R: Resource>(
         let Some((_, target)) = R::REFERENCES.iter().find(|(f, _)| *f == field) else {
             continue;
         };
+        if !ids::is_id(target.prefix, &id) {
+            // Not an id at all: the aggregate refuses it by its shape.
+            continue;
+        }
         qb.push(format_args!(
             ", EXISTS (SELECT 1 FROM {} WHERE workspace_id = w.id AND {} = ",
             target.table, target.column
@@ -282,7 +303,8 @@ pub async fn get<R: Resource>(
     query: &QueryPairs,
 ) -> Result<Response> {
     auth.require(permission::<R>(Action::Read))?;
-    let request = ListRequest::item(R::SPEC, &query.0).map_err(Error::BadRequest)?;
+    let request = ListRequest::item(R::SPEC, &query.0, &[super::SCOPING_PARAMETER])
+        .map_err(Error::BadRequest)?;
     let scope = [
         (R::ALIAS_ID, id.to_string()),
         (R::ALIAS_WORKSPACE, auth.workspace_id.clone()),
@@ -373,19 +395,16 @@ pub async fn delete<R: Resource>(
 
 /// Declares one collection's annotated routes; the handlers above do the work.
 ///
-/// `filters` are the collection's exact-match filter parameters (beyond `status`),
-/// documented in the OpenAPI document.
+/// Its list and item query parameters are documented from its `ListSpec`.
 macro_rules! record_routes {
     (
         resource: $resource:ty,
         fields: $fields:ty,
         path: $path:tt,
         item_path: $item_path:tt,
-        tag: $tag:tt,
-        filters: [$($filter:tt),*],
-        includes: $includes:tt $(,)?
+        tag: $tag:tt $(,)?
     ) => {
-        use axum::extract::{OriginalUri, Path, State};
+        use axum::extract::{OriginalUri, State};
         use axum::http::HeaderMap;
         use axum::response::Response;
         use serde_json::{Map, Value};
@@ -396,7 +415,8 @@ macro_rules! record_routes {
         use super::{CreatedOut, DataOut, ErrorOut, ListOut};
         use crate::auth::Auth;
         use crate::error::Result;
-        use crate::extract::{Json, QueryPairs};
+        use crate::extract::{Json, PathId, QueryPairs};
+        use crate::openapi::{ItemQuery, ListQuery};
         use crate::state::AppState;
 
         pub fn router() -> OpenApiRouter<AppState> {
@@ -406,18 +426,7 @@ macro_rules! record_routes {
         }
 
         /// List, filter, search, sort and page.
-        #[utoipa::path(get, path = $path, tag = $tag,
-            params(
-                ("page" = Option<u32>, Query, description = "1-based"),
-                ("per_page" = Option<u32>, Query, description = "1 to 100, default 25; `limit` is an alias"),
-                ("sort" = Option<String>, Query, description = "comma list, `-` for descending, e.g. `-created_at,name`"),
-                ("fields" = Option<String>, Query, description = "comma list of the keys to keep in each item"),
-                ("include" = Option<String>, Query, description = $includes),
-                ("search" = Option<String>, Query, description = "full text over the text fields (web-search syntax)"),
-                $(($filter = Option<String>, Query, description = "exact match; a comma list matches any"),)*
-                ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
-                ("updated_after" = Option<String>, Query), ("updated_before" = Option<String>, Query),
-            ),
+        #[utoipa::path(get, path = $path, tag = $tag, params(ListQuery<$resource>),
             responses((status = 200, body = ListOut<RecordOut<$fields>>), (status = 400, body = ErrorOut),
                 (status = 401, body = ErrorOut), (status = 403, body = ErrorOut)),
             security(("bearer" = []), ("api_key_pair" = [])))]
@@ -445,14 +454,13 @@ macro_rules! record_routes {
 
         /// Get one (another workspace's ids are 404).
         #[utoipa::path(get, path = $item_path, tag = $tag, params(("id" = String, Path),
-                ("fields" = Option<String>, Query, description = "comma list of the keys to keep"),
-                ("include" = Option<String>, Query, description = $includes)),
+                ItemQuery<$resource>),
             responses((status = 200, body = DataOut<RecordOut<$fields>>), (status = 404, body = ErrorOut)),
             security(("bearer" = []), ("api_key_pair" = [])))]
         async fn get(
             State(state): State<AppState>,
             auth: Auth,
-            Path(id): Path<String>,
+            PathId(id, _): PathId<$resource>,
             query: QueryPairs,
         ) -> Result<Response> {
             records::get::<$resource>(&state, &auth, &id, &query).await
@@ -468,7 +476,7 @@ macro_rules! record_routes {
         async fn update(
             State(state): State<AppState>,
             auth: Auth,
-            Path(id): Path<String>,
+            PathId(id, _): PathId<$resource>,
             headers: HeaderMap,
             Json(patch): Json<Map<String, Value>>,
         ) -> Result<Response> {
@@ -482,7 +490,7 @@ macro_rules! record_routes {
         async fn delete(
             State(state): State<AppState>,
             auth: Auth,
-            Path(id): Path<String>,
+            PathId(id, _): PathId<$resource>,
             headers: HeaderMap,
         ) -> Result<Response> {
             records::delete::<$resource>(&state, &auth, &id, &headers).await

@@ -121,6 +121,4 @@ record_routes! {
     path: "/tasks",
     item_path: "/tasks/{id}",
     tag: "tasks",
-    filters: ["status", "priority", "project_id", "assignee_id", "tag"],
-    includes: "`project`, `assignee`, `tags`",
 }

@@ -1,6 +1,6 @@
 //! `/workspaces` and `/workspaces/{id}/members`.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use pulsar_domain::ids::{self, prefix};
@@ -8,8 +8,8 @@ use pulsar_domain::scopes::{Action, Permission, Resource, Role};
 use pulsar_domain::validate;
 use pulsar_domain::workspace::{self, SettingsPatch, Tier, Workspace, WorkspaceCommand};
 use pulsar_domain::{EventMetadata, ValidationErrors};
-use pulsar_projections::identity;
 use pulsar_projections::list::{self, Column, ListSpec};
+use pulsar_projections::{identity, key_table};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -20,8 +20,9 @@ use super::{created, data, CreatedOut, DataOut, ErrorOut, ListOut};
 use crate::auth::{Auth, Principal};
 use crate::claims;
 use crate::error::{Error, Result};
-use crate::extract::{Json, QueryPairs};
+use crate::extract::{Json, MemberIds, PathId, PathIds, QueryPairs, WorkspaceIds};
 use crate::middleware::no_content;
+use crate::openapi::{ListQuery, Listed};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,6 +36,20 @@ pub fn router() -> OpenApiRouter<AppState> {
 const READ: Permission = Permission(Resource::Workspaces, Action::Read);
 const WRITE: Permission = Permission(Resource::Workspaces, Action::Write);
 const DELETE: Permission = Permission(Resource::Workspaces, Action::Delete);
+
+/// The `/workspaces` and `/workspaces/{id}/members` collections, for the document.
+#[derive(Debug)]
+pub struct Workspaces;
+#[derive(Debug)]
+pub struct Members;
+
+impl Listed for Workspaces {
+    const SPEC: &'static ListSpec = &WORKSPACES;
+}
+
+impl Listed for Members {
+    const SPEC: &'static ListSpec = &MEMBERS;
+}
 
 /// The workspaces a user belongs to, with their role in each.
 static WORKSPACES: ListSpec = ListSpec {
@@ -205,10 +220,16 @@ pub struct MemberOut {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceIn {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+    )]
     pub name: String,
-    /// Derived from the name when absent.
+    /// 3 to 63 of `a-z`, `0-9` and `-`, starting and ending with a letter or digit;
+    /// derived from the name when absent. Must be free.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")]
     pub slug: Option<String>,
-    #[schema(value_type = Option<String>, example = "free")]
     pub tier: Option<Tier>,
 }
 
@@ -216,7 +237,17 @@ pub struct WorkspaceIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatchIn {
+    /// An IANA time zone name, e.g. `Europe/Berlin`.
+    #[schema(
+        max_length = 64,
+        pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z][A-Za-z0-9_+-]*)*$"
+    )]
     pub timezone: Option<String>,
+    /// A language tag, e.g. `en` or `pt-BR`.
+    #[schema(
+        max_length = 35,
+        pattern = r"^[a-z]{2,3}(-([A-Z][A-Za-z]{3}|[A-Z]{2}|[0-9]{3}))*$"
+    )]
     pub locale: Option<String>,
 }
 
@@ -224,7 +255,13 @@ pub struct SettingsPatchIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspacePatch {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
+    )]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "crate::extract::object_only")]
     pub settings: Option<SettingsPatchIn>,
 }
 
@@ -232,8 +269,9 @@ pub struct WorkspacePatch {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberIn {
+    /// A user who has signed up.
+    #[schema(format = Email, max_length = 254, pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     pub email: String,
-    #[schema(value_type = String, example = "member")]
     pub role: Role,
 }
 
@@ -241,7 +279,6 @@ pub struct MemberIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberPatch {
-    #[schema(value_type = String, example = "admin")]
     pub role: Role,
 }
 
@@ -373,17 +410,7 @@ pub async fn create_owned(
 }
 
 /// List the workspaces you belong to.
-#[utoipa::path(get, path = "/workspaces", tag = "workspaces",
-    params(
-        ("page" = Option<u32>, Query, description = "1-based page"),
-        ("per_page" = Option<u32>, Query, description = "items per page, max 100 (alias `limit`)"),
-        ("sort" = Option<String>, Query, description = "e.g. `-created_at,name`"),
-        ("fields" = Option<String>, Query, description = "e.g. `id,name`"),
-        ("search" = Option<String>, Query, description = "full text over name and slug"),
-        ("tier" = Option<String>, Query), ("role" = Option<String>, Query),
-        ("created_after" = Option<String>, Query), ("created_before" = Option<String>, Query),
-        ("updated_after" = Option<String>, Query), ("updated_before" = Option<String>, Query),
-    ),
+#[utoipa::path(get, path = "/workspaces", tag = "workspaces", params(ListQuery<Workspaces>),
     responses((status = 200, body = ListOut<WorkspaceOut>), (status = 400, body = ErrorOut), (status = 401, body = ErrorOut)),
     security(("bearer" = [])))]
 async fn list_workspaces(
@@ -450,7 +477,7 @@ async fn member_auth(
 async fn get_workspace(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<WorkspaceIds>,
 ) -> Result<Response> {
     let auth = member_auth(&state, &principal, &id, READ).await?;
     Ok(data(workspace_item(&state, &id, &auth.principal).await?))
@@ -464,7 +491,7 @@ async fn get_workspace(
 async fn update_workspace(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<WorkspaceIds>,
     headers: HeaderMap,
     Json(input): Json<WorkspacePatch>,
 ) -> Result<Response> {
@@ -492,7 +519,7 @@ async fn update_workspace(
 async fn delete_workspace(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<WorkspaceIds>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let expected = super::if_match(&headers)?;
@@ -503,7 +530,8 @@ async fn delete_workspace(
             &id,
             WorkspaceCommand::DeleteWorkspace,
             &auth.metadata(),
-            &[identity::NAME],
+            // The key table too: the workspace's keys are dead here when this answers.
+            &[identity::NAME, key_table::NAME],
             expected,
         )
         .await?;
@@ -513,15 +541,13 @@ async fn delete_workspace(
 
 /// List a workspace's members.
 #[utoipa::path(get, path = "/workspaces/{id}/members", tag = "workspaces",
-    params(("id" = String, Path), ("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query),
-        ("sort" = Option<String>, Query), ("fields" = Option<String>, Query), ("search" = Option<String>, Query),
-        ("role" = Option<String>, Query)),
+    params(("id" = String, Path), ListQuery<Members>),
     responses((status = 200, body = ListOut<MemberOut>), (status = 404, body = ErrorOut)),
     security(("bearer" = [])))]
 async fn list_members(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<WorkspaceIds>,
     OriginalUri(uri): OriginalUri,
     query: QueryPairs,
 ) -> Result<Response> {
@@ -538,7 +564,7 @@ async fn list_members(
 async fn add_member(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id, _): PathId<WorkspaceIds>,
     Json(input): Json<MemberIn>,
 ) -> Result<Response> {
     let auth = member_auth(&state, &principal, &id, WRITE).await?;
@@ -574,7 +600,7 @@ async fn add_member(
 async fn update_member(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, user_id)): Path<(String, String)>,
+    PathIds(id, user_id, _): PathIds<WorkspaceIds, MemberIds>,
     Json(input): Json<MemberPatch>,
 ) -> Result<Response> {
     let auth = member_auth(&state, &principal, &id, WRITE).await?;
@@ -598,7 +624,7 @@ async fn update_member(
 async fn remove_member(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, user_id)): Path<(String, String)>,
+    PathIds(id, user_id, _): PathIds<WorkspaceIds, MemberIds>,
 ) -> Result<Response> {
     let auth = member_auth(&state, &principal, &id, WRITE).await?;
     let command = WorkspaceCommand::RemoveMember {

@@ -338,7 +338,7 @@ async fn tasks_reference_a_project_of_the_same_workspace() {
         .post(
             &format!("{V1}/tasks"),
             &user,
-            json!({"project_id": "proj_0000", "title": "x"}),
+            json!({"project_id": "proj_00000000000000000000000000000000", "title": "x"}),
         )
         .await;
     missing.expect_error(422, "validation_failed");
