@@ -158,6 +158,7 @@ impl<S: Send + Sync, A: IdKind, B: IdKind> FromRequestParts<S> for PathIds<A, B>
 
 /// JSON parsing that refuses what it would otherwise have to guess at.
 pub mod strict {
+    use std::cell::RefCell;
     use std::fmt;
 
     use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -165,30 +166,53 @@ pub mod strict {
 
     use crate::error::Error;
 
+    /// More items than any array of this API may hold (its largest limit is 100): a
+    /// longer one is refused while it is read, so its cost stops there.
+    pub const MAX_ARRAY_ITEMS: usize = 1_000;
+
     /// Parses a request body into a [`Value`], refusing (400, with the place) what
     /// `serde_json` would accept silently: an object naming a member twice (which one
     /// counts is a guess), and a NUL character anywhere (PostgreSQL cannot store it).
     /// Malformed JSON, lone surrogates and nesting deeper than 128 are refused as well.
+    /// An array longer than [`MAX_ARRAY_ITEMS`] is 422 on its member, found before the
+    /// rest of it is parsed.
     pub fn parse(bytes: &[u8]) -> Result<Value, Error> {
+        let path = RefCell::new(Path::default());
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let value = StrictValue
+        let parsed = StrictValue { path: &path }
             .deserialize(&mut deserializer)
-            .and_then(|value| deserializer.end().map(|()| value))
-            .map_err(|e| {
-                let reason = e.to_string();
-                let reason = reason
-                    .rsplit_once(" at line ")
-                    .map_or(reason.as_str(), |(reason, _)| reason);
-                Error::BadRequest(format!(
-                    "The request body is not valid JSON: {reason} (line {}, column {}).",
-                    e.line(),
-                    e.column()
-                ))
-            })?;
-        Ok(value)
+            .and_then(|value| deserializer.end().map(|()| value));
+        let path = path.into_inner();
+        if let Some(field) = path.too_long {
+            let field = if field.is_empty() { "body" } else { &field };
+            return Err(Error::invalid(
+                field,
+                format!("No more than {MAX_ARRAY_ITEMS} items are allowed here."),
+            ));
+        }
+        parsed.map_err(|e| {
+            let reason = e.to_string();
+            let reason = reason
+                .rsplit_once(" at line ")
+                .map_or(reason.as_str(), |(reason, _)| reason);
+            Error::BadRequest(format!(
+                "The request body is not valid JSON: {reason} (line {}, column {}).",
+                e.line(),
+                e.column()
+            ))
+        })
     }
 
-    struct StrictValue;
+    /// Where the parser is (member names from the top), and the array found too long.
+    #[derive(Default)]
+    struct Path {
+        members: Vec<String>,
+        too_long: Option<String>,
+    }
+
+    struct StrictValue<'p> {
+        path: &'p RefCell<Path>,
+    }
 
     fn no_nul<E: de::Error>(value: &str) -> Result<(), E> {
         if value.contains('\0') {
@@ -198,7 +222,7 @@ pub mod strict {
         }
     }
 
-    impl<'de> DeserializeSeed<'de> for StrictValue {
+    impl<'de> DeserializeSeed<'de> for StrictValue<'_> {
         type Value = Value;
 
         fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
@@ -206,7 +230,7 @@ pub mod strict {
         }
     }
 
-    impl<'de> Visitor<'de> for StrictValue {
+    impl<'de> Visitor<'de> for StrictValue<'_> {
         type Value = Value;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -253,7 +277,12 @@ pub mod strict {
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
             let mut items = Vec::new();
-            while let Some(item) = seq.next_element_seed(StrictValue)? {
+            while let Some(item) = seq.next_element_seed(StrictValue { path: self.path })? {
+                if items.len() == MAX_ARRAY_ITEMS {
+                    let mut path = self.path.borrow_mut();
+                    path.too_long = Some(path.members.join("."));
+                    return Err(de::Error::custom("an array is too long"));
+                }
                 items.push(item);
             }
             Ok(Value::Array(items))
@@ -268,7 +297,9 @@ pub mod strict {
                         "the member `{name}` is given more than once"
                     )));
                 }
-                let value = map.next_value_seed(StrictValue)?;
+                self.path.borrow_mut().members.push(name.clone());
+                let value = map.next_value_seed(StrictValue { path: self.path })?;
+                self.path.borrow_mut().members.pop();
                 members.insert(name, value);
             }
             Ok(Value::Object(members))

@@ -228,4 +228,48 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
         assert_eq!(client_ip(proxy, &headers, &trusted), proxy);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn ip(n: u8) -> IpAddr {
+            IpAddr::from([10, 0, 0, n])
+        }
+
+        proptest! {
+            /// Whatever the header says: an untrusted peer is the client; otherwise the
+            /// client is a hop of the chain (or the peer) such that every hop to its
+            /// right is a trusted proxy, and it is untrusted unless the whole chain is.
+            #[test]
+            fn the_client_is_the_first_untrusted_hop_from_the_right(
+                chain in proptest::collection::vec(0u8..8, 0..6),
+                trusted_set in proptest::collection::btree_set(0u8..8, 0..8),
+                peer in 0u8..8,
+                garbage in proptest::bool::weighted(0.2),
+            ) {
+                let trusted: Vec<IpNet> = trusted_set.iter().map(|n| IpNet::from(ip(*n))).collect();
+                let is_trusted = |a: &IpAddr| trusted.iter().any(|t| t.contains(a));
+                let mut headers = HeaderMap::new();
+                let mut text: Vec<String> = chain.iter().map(|n| ip(*n).to_string()).collect();
+                if garbage {
+                    text.push("not-an-ip".into());
+                }
+                if let Ok(value) = HeaderValue::from_str(&text.join(", ")) {
+                    headers.insert("x-forwarded-for", value);
+                }
+                let client = client_ip(ip(peer), &headers, &trusted);
+                if !is_trusted(&ip(peer)) || garbage {
+                    prop_assert_eq!(client, ip(peer));
+                    return Ok(());
+                }
+                let hops: Vec<IpAddr> = chain.iter().map(|n| ip(*n)).collect();
+                match hops.iter().rposition(|hop| !is_trusted(hop)) {
+                    Some(position) => prop_assert_eq!(client, hops[position]),
+                    None => prop_assert_eq!(client, hops.first().copied().unwrap_or(ip(peer))),
+                }
+            }
+        }
+    }
 }

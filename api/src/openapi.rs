@@ -143,8 +143,9 @@ impl<L: Listed> utoipa::IntoParams for ListQuery<L> {
 /// `^(a|b)(,(a|b)){0,max-1}$`, with an optional `-`/`+` before each name for sorts.
 fn comma_list_pattern(names: &[&str], signed: bool, max: usize) -> String {
     let escaped: Vec<String> = names.iter().map(|n| regex_escape(n)).collect();
+    // Entries are trimmed, so space around them is allowed.
     let one = format!(
-        "{}({})",
+        "\\s*{}({})\\s*",
         if signed { "[-+]?" } else { "" },
         escaped.join("|")
     );
@@ -193,8 +194,9 @@ fn list_parameters(spec: &ListSpec) -> Vec<utoipa::openapi::path::Parameter> {
             .schema_type(Type::String)
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
     };
-    // A free value: no comma (it separates values), no space (trimmed away), no NUL.
-    const VALUE: &str = "[^,\\s\\u0000]+";
+    // A free value: not empty, no comma (it separates values), no NUL; space around it
+    // is trimmed away.
+    const VALUE: &str = "\\s*[^,\\s\\u0000]([^,\\u0000]*[^,\\s\\u0000])?\\s*";
     let free_list = format!("^{VALUE}(,{VALUE}){{0,{}}}$", MAX_FILTER_VALUES - 1);
 
     let sortable: Vec<&str> = spec.sortable.iter().map(|c| c.name).collect();
@@ -253,15 +255,27 @@ fn list_parameters(spec: &ListSpec) -> Vec<utoipa::openapi::path::Parameter> {
             .iter()
             .find(|(name, _)| *name == filter.name)
             .map(|(_, values)| *values);
-        let (description, schema) = match closed {
-            Some(values) => (
+        let id_prefix = spec
+            .id_filters
+            .iter()
+            .find(|(name, _)| *name == filter.name)
+            .map(|(_, prefix)| *prefix);
+        let (description, schema) = match (closed, id_prefix) {
+            (_, Some(prefix)) => (
+                format!("Exact match; a comma list of ids (`{prefix}_…`) matches any."),
+                format!(
+                    "^\\s*{prefix}_[0-9a-f]{{32}}\\s*(,\\s*{prefix}_[0-9a-f]{{32}}\\s*){{0,{}}}$",
+                    MAX_FILTER_VALUES - 1
+                ),
+            ),
+            (Some(values), None) => (
                 format!(
                     "Exact match; a comma list of {} matches any.",
                     values.join(", ")
                 ),
                 comma_list_pattern(values, false, values.len()),
             ),
-            None => (
+            (None, None) => (
                 "Exact match; a comma list matches any.".to_string(),
                 free_list.clone(),
             ),

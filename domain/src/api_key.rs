@@ -660,6 +660,49 @@ mod tests {
             .await
             .then_expect_events(vec![]);
     }
+
+    mod allowlists {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+        use ipnet::IpNet;
+        use proptest::prelude::*;
+
+        use super::super::parse_allowlist;
+
+        proptest! {
+            /// Every address and every range of both families parses, and a range
+            /// contains the address it was written with.
+            #[test]
+            fn addresses_and_ranges_of_both_families_parse(
+                v4 in any::<u32>(), v6 in any::<u128>(), p4 in 0u8..=32, p6 in 0u8..=128,
+            ) {
+                let v4 = IpAddr::from(Ipv4Addr::from(v4));
+                let v6 = IpAddr::from(Ipv6Addr::from(v6));
+                let entries = [
+                    v4.to_string(), v6.to_string(), format!("{v4}/{p4}"), format!(" {v6}/{p6} "),
+                ];
+                let parsed = parse_allowlist(&entries).expect("valid entries");
+                prop_assert!(parsed[0].contains(&v4) && parsed[1].contains(&v6));
+                prop_assert!(parsed[2].contains(&v4) && parsed[3].contains(&v6));
+            }
+
+            /// Anything else is refused with the index of the bad entry, never a panic,
+            /// and accepted exactly when it is an address or a range.
+            #[test]
+            fn other_strings_are_refused_by_position(junk in "\\PC{0,40}") {
+                let entries = ["10.0.0.0/8".to_string(), junk.clone()];
+                let valid = junk.trim().parse::<IpNet>().is_ok() || junk.trim().parse::<IpAddr>().is_ok();
+                match parse_allowlist(&entries) {
+                    Ok(_) => prop_assert!(valid),
+                    Err((index, message)) => {
+                        prop_assert!(!valid);
+                        prop_assert_eq!(index, 1);
+                        prop_assert!(message.contains("not an IP address"));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One allowlist entry in the document: an IPv4 address or range, or an IPv6 address

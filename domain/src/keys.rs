@@ -206,4 +206,38 @@ mod tests {
         }
         assert_eq!(checksum("123456789"), expected);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// No input makes the parser panic, and whatever it accepts has the key's
+            /// shape and parses the same way as two halves.
+            #[test]
+            fn any_string_is_refused_or_a_well_formed_key(input in "\\PC{0,80}|psk_[A-Za-z0-9]{16}_[A-Za-z0-9]{42}") {
+                if let Ok(parsed) = parse_full(&input) {
+                    prop_assert!(parsed.api_key.starts_with(KEY_PREFIX));
+                    prop_assert!(input.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+                    prop_assert_eq!(parse_pair(parsed.api_key, parsed.api_secret), Ok(parsed));
+                }
+            }
+
+            /// CRC-32 catches every single-character change, so a mistyped key is refused
+            /// offline, before any lookup.
+            #[test]
+            fn every_single_character_typo_is_caught(position in 4usize..63, replacement in "[A-Za-z0-9]") {
+                let key = NewKey::generate().full();
+                let mut typo = key.clone().into_bytes();
+                prop_assume!(position != 20, "the separator");
+                let replacement = replacement.as_bytes()[0];
+                prop_assume!(typo[position] != replacement);
+                typo[position] = replacement;
+                let typo = String::from_utf8(typo).expect("ascii");
+                prop_assert!(parse_full(&typo).is_err(), "{} accepted", typo);
+                prop_assert!(parse_full(&key).is_ok());
+            }
+        }
+    }
 }

@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
+use pulsar_domain::ids;
+
 use crate::position::Position;
 
 /// Default and largest page sizes.
@@ -57,6 +59,9 @@ pub struct ListSpec {
     pub filters: &'static [Column],
     /// The values a filter accepts, where they are a closed set (anything else is 400).
     pub filter_values: &'static [(&'static str, &'static [&'static str])],
+    /// Filters whose values are ids, with the prefix they must have (anything that
+    /// cannot be such an id is 400, and never reaches SQL).
+    pub id_filters: &'static [(&'static str, &'static str)],
     /// Array-membership filters, e.g. `tag`: a comma list matches items having all.
     pub contains_filters: &'static [Column],
     pub created_at: Option<&'static str>,
@@ -111,10 +116,8 @@ fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, String> {
 }
 
 fn parse_sort(spec: &ListSpec, value: &str) -> Result<Vec<SortKey>, String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    parse_list("sort", value)?
+        .iter()
         .map(|key| {
             let (descending, name) = match key.strip_prefix('-') {
                 Some(name) => (true, name),
@@ -139,12 +142,19 @@ fn parse_sort(spec: &ListSpec, value: &str) -> Result<Vec<SortKey>, String> {
         .collect()
 }
 
-fn parse_list(value: &str) -> Vec<String> {
+/// A comma list: entries trimmed; an empty entry (`a,,b`, a trailing comma) is refused
+/// rather than skipped.
+fn parse_list(name: &str, value: &str) -> Result<Vec<String>, String> {
     value
         .split(',')
         .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+        .map(|entry| {
+            if entry.is_empty() {
+                Err(format!("`{name}` has an empty entry."))
+            } else {
+                Ok(entry.to_string())
+            }
+        })
         .collect()
 }
 
@@ -216,7 +226,7 @@ impl ListRequest {
                     }
                 }
                 "fields" => {
-                    let fields = parse_list(value);
+                    let fields = parse_list(name, value)?;
                     let known = |f: &str| {
                         spec.fields.contains(&f) || spec.includes.iter().any(|r| r.name == f)
                     };
@@ -232,7 +242,7 @@ impl ListRequest {
                     request.fields = Some(fields);
                 }
                 "include" => {
-                    let include = parse_list(value);
+                    let include = parse_list(name, value)?;
                     if let Some(bad) = include
                         .iter()
                         .find(|i| !spec.includes.iter().any(|r| r.name == i.as_str()))
@@ -267,14 +277,18 @@ impl ListRequest {
                 }
                 other if passthrough.contains(&other) => {}
                 other => {
-                    let values = parse_list(value);
-                    if values.is_empty() {
-                        return Err(format!("`{other}` names no value."));
-                    }
+                    let values = parse_list(other, value)?;
                     if values.len() > MAX_FILTER_VALUES {
                         return Err(format!(
                             "`{other}` may name at most {MAX_FILTER_VALUES} values."
                         ));
+                    }
+                    if let Some((_, prefix)) = spec.id_filters.iter().find(|(n, _)| *n == other) {
+                        if let Some(bad) = values.iter().find(|v| !ids::is_id(prefix, v)) {
+                            return Err(format!(
+                                "`{other}` names ids such as {prefix}_0193a5f7c6a87f4c9d5e3b2a1c0d9e8f, not `{bad}`."
+                            ));
+                        }
                     }
                     if let Some(column) = spec.filters.iter().find(|c| c.name == other) {
                         check_values(spec, other, &values)?;
@@ -617,4 +631,137 @@ pub async fn fetch_item(
         .items
         .into_iter()
         .next())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    static SPEC: ListSpec = ListSpec {
+        from: "things t",
+        item: "to_jsonb(t)",
+        id: "t.id",
+        sortable: &[
+            Column {
+                name: "name",
+                sql: "t.name",
+            },
+            Column {
+                name: "created_at",
+                sql: "t.created_at",
+            },
+        ],
+        nullable: &[],
+        filters: &[
+            Column {
+                name: "status",
+                sql: "t.status",
+            },
+            Column {
+                name: "owner_id",
+                sql: "t.owner_id",
+            },
+        ],
+        filter_values: &[("status", &["open", "closed"])],
+        id_filters: &[("owner_id", "usr")],
+        contains_filters: &[Column {
+            name: "tag",
+            sql: "t.tags",
+        }],
+        created_at: Some("t.created_at"),
+        updated_at: None,
+        search: Some("t.search"),
+        fields: &["id", "name", "status"],
+        includes: &[],
+        default_sort: "-created_at",
+    };
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_know_and_what_is_ambiguous() {
+        for bad in [
+            &[("sort", "nope")][..],
+            &[("sort", "name,")],
+            &[("fields", "id,,name")],
+            &[("status", "open,maybe")],
+            &[("owner_id", "usr_1")],
+            &[("page", "0")],
+            &[("per_page", "101")],
+            &[("per_page", "10"), ("limit", "20")],
+            &[("page", "1"), ("page", "2")],
+            &[("updated_after", "2026-01-01T00:00:00Z")],
+            &[("created_after", "yesterday")],
+            &[("x", "1")],
+        ] {
+            assert!(
+                ListRequest::parse(&SPEC, &pairs(bad), &[]).is_err(),
+                "{bad:?}"
+            );
+        }
+        let ok = ListRequest::parse(
+            &SPEC,
+            &pairs(&[("per_page", "10"), ("limit", "10"), ("workspaceId", "x")]),
+            &["workspaceId"],
+        )
+        .expect("the alias may repeat the same size; passthrough is ignored");
+        assert_eq!(ok.per_page, 10);
+    }
+
+    proptest! {
+        /// No query makes the parser panic; what it accepts is within the spec.
+        #[test]
+        fn any_query_is_refused_or_within_the_spec(
+            query in proptest::collection::vec(
+                (
+                    "page|per_page|limit|sort|fields|include|search|status|owner_id|tag|created_after|created_before|updated_after|x",
+                    "\\PC{0,30}|-?(name|created_at)(,[+-]?(name|status|id)){0,3}|open(,closed)?|usr_[0-9a-f]{32}|[0-9]{1,7}",
+                ),
+                0..6,
+            )
+        ) {
+            let pairs: Vec<(String, String)> = query;
+            if let Ok(request) = ListRequest::parse(&SPEC, &pairs, &[]) {
+                prop_assert!(request.page >= 1);
+                prop_assert!((1..=MAX_PER_PAGE).contains(&request.per_page));
+                prop_assert!(!request.sort.is_empty());
+                for key in &request.sort {
+                    prop_assert!(SPEC.sortable.iter().any(|c| c.name == key.column.name));
+                }
+                for field in request.fields.iter().flatten() {
+                    prop_assert!(SPEC.fields.contains(&field.as_str()));
+                }
+                for (column, values) in &request.filters {
+                    prop_assert!(!values.is_empty() && values.len() <= MAX_FILTER_VALUES);
+                    if column.name == "status" {
+                        prop_assert!(values.iter().all(|v| v == "open" || v == "closed"));
+                    }
+                    if column.name == "owner_id" {
+                        prop_assert!(values.iter().all(|v| ids::is_id("usr", v)));
+                    }
+                    prop_assert!(values.iter().all(|v| !v.is_empty() && v.trim() == v));
+                }
+                prop_assert!(request.updated_after.is_none(), "no updated_at column");
+            }
+        }
+
+        /// Every comma list of sortable names, signed or not, sorts by exactly those keys.
+        #[test]
+        fn sort_lists_parse_to_their_keys(keys in proptest::collection::vec(("[-+]?", "name|created_at"), 1..5)) {
+            let text: Vec<String> = keys.iter().map(|(sign, name)| format!("{sign}{name}")).collect();
+            let request = ListRequest::parse(&SPEC, &pairs(&[("sort", &text.join(","))]), &[])
+                .expect("valid sort");
+            prop_assert_eq!(request.sort.len(), keys.len());
+            for (key, (sign, name)) in request.sort.iter().zip(&keys) {
+                prop_assert_eq!(key.column.name, name.as_str());
+                prop_assert_eq!(key.descending, sign == "-");
+            }
+        }
+    }
 }

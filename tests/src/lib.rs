@@ -23,6 +23,7 @@ pub mod bench;
 pub mod database;
 
 pub use database::TestDb;
+pub use pulsar_api::runtime::Role as ProcessRole;
 
 /// Subscription tunables for tests: small polls so fallbacks are quick.
 pub fn fast_subscriptions() -> SubscriptionConfig {
@@ -144,23 +145,24 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Response {
-        let mut builder = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).expect("method"))
-            .uri(path);
-        if let Some(token) = token {
-            builder = builder.header("authorization", format!("Bearer {token}"));
+        call(&self.router, method, path, token, body, headers).await
+    }
+
+    /// Another server process on the same database (`--role api`, or any role), with
+    /// its own key table, caches and listener: what a second node sees.
+    pub async fn another_process(&self, role: Role) -> Process {
+        let runtime = Runtime::start_with(
+            test_config(),
+            self.db.pool.clone(),
+            role,
+            fast_subscriptions(),
+        )
+        .await
+        .expect("second runtime starts");
+        Process {
+            router: pulsar_api::app(runtime.state.clone()),
+            runtime,
         }
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let body = match body {
-            Some(body) => {
-                builder = builder.header("content-type", "application/json");
-                Body::from(body.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.send(builder.body(body).expect("request")).await
     }
 
     pub async fn get(&self, path: &str, user: &User) -> Response {
@@ -217,6 +219,58 @@ impl TestApp {
     pub async fn stop(self) {
         self.runtime.stop().await;
     }
+}
+
+/// A second server process of a [`TestApp`].
+pub struct Process {
+    pub router: axum::Router,
+    pub runtime: Runtime,
+}
+
+impl Process {
+    /// As [`TestApp::call`], through this process.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        call(&self.router, method, path, token, body, headers).await
+    }
+
+    pub async fn stop(self) {
+        self.runtime.stop().await;
+    }
+}
+
+/// A JSON request with optional bearer token and extra headers, through `router`.
+pub async fn call(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut builder = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).expect("method"))
+        .uri(path);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let body = match body {
+        Some(body) => {
+            builder = builder.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    send(router, builder.body(body).expect("request")).await
 }
 
 /// Sends a raw request through `router` (any process's) and collects the answer.

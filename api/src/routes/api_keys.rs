@@ -126,6 +126,7 @@ static KEYS: ListSpec = ListSpec {
         ("status", &["active", "rotating", "expired", "revoked"]),
         ("rate_limit_tier", Tier::NAMES),
     ],
+    id_filters: &[],
     contains_filters: &[],
     default_sort: "-created_at",
 };

@@ -51,6 +51,7 @@ static SPEC: ListSpec = ListSpec {
         sql: "co.domain",
     }],
     filter_values: &[],
+    id_filters: &[],
     contains_filters: &[],
     created_at: Some("co.created_at"),
     updated_at: Some("co.updated_at"),

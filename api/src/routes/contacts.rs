@@ -57,6 +57,7 @@ static SPEC: ListSpec = ListSpec {
         },
     ],
     filter_values: &[],
+    id_filters: &[("company_id", <pulsar_domain::workspace_data::CompanyKind as pulsar_domain::record::RecordKind>::ID_PREFIX)],
     contains_filters: &[],
     created_at: Some("c.created_at"),
     updated_at: Some("c.updated_at"),

@@ -44,6 +44,7 @@ static SPEC: ListSpec = ListSpec {
         Column { name: "contact_id", sql: "d.contact_id" },
     ],
     filter_values: &[("stage", DealStage::ALL)],
+    id_filters: &[("company_id", <pulsar_domain::workspace_data::CompanyKind as pulsar_domain::record::RecordKind>::ID_PREFIX), ("contact_id", <pulsar_domain::workspace_data::ContactKind as pulsar_domain::record::RecordKind>::ID_PREFIX)],
     contains_filters: &[],
     created_at: Some("d.created_at"),
     updated_at: Some("d.updated_at"),

@@ -44,6 +44,7 @@ static SPEC: ListSpec = ListSpec {
     nullable: &[],
     filters: &[],
     filter_values: &[],
+    id_filters: &[],
     contains_filters: &[Column {
         name: "tag",
         sql: "doc.tags",

@@ -58,6 +58,7 @@ static SPEC: ListSpec = ListSpec {
         },
     ],
     filter_values: &[("status", ProjectStatus::ALL)],
+    id_filters: &[("owner_id", pulsar_domain::ids::prefix::USER)],
     contains_filters: &[Column {
         name: "tag",
         sql: "p.tags",

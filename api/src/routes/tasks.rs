@@ -79,6 +79,7 @@ static SPEC: ListSpec = ListSpec {
         },
     ],
     filter_values: &[("status", TaskStatus::ALL), ("priority", Priority::ALL)],
+    id_filters: &[("project_id", <pulsar_domain::workspace_data::ProjectKind as pulsar_domain::record::RecordKind>::ID_PREFIX), ("assignee_id", pulsar_domain::ids::prefix::USER)],
     contains_filters: &[Column {
         name: "tag",
         sql: "t.tags",

@@ -110,6 +110,7 @@ static WORKSPACES: ListSpec = ListSpec {
     ],
     includes: &[],
     filter_values: &[("tier", Tier::NAMES), ("role", Role::NAMES)],
+    id_filters: &[],
     contains_filters: &[],
     default_sort: "created_at",
 };
@@ -160,6 +161,7 @@ static MEMBERS: ListSpec = ListSpec {
     ],
     includes: &[],
     filter_values: &[("role", Role::NAMES)],
+    id_filters: &[],
     contains_filters: &[],
     default_sort: "created_at",
 };
@@ -302,6 +304,7 @@ static KEY_WORKSPACE: ListSpec = ListSpec {
     fields: &[],
     includes: &[],
     filter_values: &[],
+    id_filters: &[],
     contains_filters: &[],
     default_sort: "created_at",
 };

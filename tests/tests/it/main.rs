@@ -3,8 +3,11 @@
 
 mod api_keys;
 mod binary;
+mod edge;
+mod hostile;
 mod http;
 mod idempotency;
 mod identity;
+mod lifecycle;
 mod subscriptions;
 mod workspace_data;
