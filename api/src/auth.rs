@@ -94,6 +94,7 @@ impl Principal {
             request_id: self.context.request_id.clone(),
             client_ip: self.context.client_ip.0.to_string(),
             user_agent: self.context.user_agent.clone(),
+            workspace_id: None,
         }
     }
 

@@ -14,7 +14,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
-use pulsar_domain::{DomainError, EventMetadata};
+use pulsar_domain::{DomainError, EventMetadata, Tenanted};
 use pulsar_projections::{log, Position, Subscriptions};
 use sqlx::PgPool;
 
@@ -94,7 +94,7 @@ impl Commands {
         read_models: &[&str],
     ) -> Result<Committed<A>>
     where
-        A: Aggregate<Error = DomainError, Services = ()>,
+        A: Aggregate<Error = DomainError, Services = ()> + Tenanted,
         A::Command: Clone,
     {
         self.execute_expecting(id, command, metadata, read_models, None)
@@ -112,7 +112,7 @@ impl Commands {
         expected_version: Option<i64>,
     ) -> Result<Committed<A>>
     where
-        A: Aggregate<Error = DomainError, Services = ()>,
+        A: Aggregate<Error = DomainError, Services = ()> + Tenanted,
         A::Command: Clone,
     {
         self.run(id, command, metadata, read_models, expected_version, false)
@@ -130,7 +130,7 @@ impl Commands {
         read_models: &[&str],
     ) -> Result<Committed<A>>
     where
-        A: Aggregate<Error = DomainError, Services = ()>,
+        A: Aggregate<Error = DomainError, Services = ()> + Tenanted,
         A::Command: Clone,
     {
         self.run(id, command, metadata, read_models, None, true)
@@ -148,7 +148,7 @@ impl Commands {
         fresh: bool,
     ) -> Result<Committed<A>>
     where
-        A: Aggregate<Error = DomainError, Services = ()>,
+        A: Aggregate<Error = DomainError, Services = ()> + Tenanted,
         A::Command: Clone,
     {
         let store = store::<A>(&self.pool);
@@ -208,7 +208,7 @@ impl Commands {
         fresh: bool,
     ) -> Result<Vec<EventEnvelope<A>>, Attempt>
     where
-        A: Aggregate<Error = DomainError, Services = ()>,
+        A: Aggregate<Error = DomainError, Services = ()> + Tenanted,
     {
         let mut context = if fresh {
             EventStoreAggregateContext {
@@ -233,6 +233,12 @@ impl Commands {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        // The workspace comes from the aggregate itself (after the command), never from
+        // the caller.
+        let metadata = EventMetadata {
+            workspace_id: context.aggregate().tenant(id),
+            ..metadata.clone()
+        };
         store
             .commit(events, context, metadata.to_map())
             .await

@@ -144,7 +144,7 @@ impl Error {
             }
             Self::RateLimited(d) => format!(
                 "Rate limit of {} requests per minute exceeded; retry in {} s.",
-                d.limit,
+                d.per_minute,
                 d.retry_after.as_secs_f64().ceil()
             ),
             Self::PreconditionFailed => {

@@ -23,9 +23,12 @@ const PRUNE_ABOVE: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
     pub allowed: bool,
-    /// Requests per minute of the tier.
+    /// The most requests the caller may send at once: the tier's per-minute rate plus
+    /// its burst (API.md: pro is 5,000 + 30% = 6,500). `X-RateLimit-Limit`.
     pub limit: u32,
-    /// Requests that could be sent right now.
+    /// The tier's rate, per minute, at which the allowance refills.
+    pub per_minute: u32,
+    /// Requests that could be sent right now without a 429; never above `limit`.
     pub remaining: u32,
     /// Unix seconds when the bucket is full again.
     pub reset_at: i64,
@@ -74,11 +77,13 @@ impl RateLimiter {
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         let tat = shard.get(key).copied().unwrap_or(now).max(now);
         let reset_in = |tat: u64| (tat - now).div_ceil(1_000_000_000) as i64;
-        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let per_minute = u32::try_from(limit).unwrap_or(u32::MAX);
+        let limit = u32::try_from(capacity).unwrap_or(u32::MAX);
         if tat - now > tolerance {
             return Decision {
                 allowed: false,
                 limit,
+                per_minute,
                 remaining: 0,
                 reset_at: now_unix + reset_in(tat),
                 retry_after: Duration::from_nanos(tat - now - tolerance),
@@ -93,7 +98,8 @@ impl RateLimiter {
         Decision {
             allowed: true,
             limit,
-            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            per_minute,
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX).min(limit),
             reset_at: now_unix + reset_in(next),
             retry_after: Duration::ZERO,
         }
@@ -112,7 +118,7 @@ mod tests {
             let d = limiter.check_at("k", Tier::Free, start, 0);
             assert!(d.allowed, "request {i}");
             assert_eq!(d.remaining, 59 - i);
-            assert_eq!(d.limit, 60);
+            assert_eq!(d.limit, 60, "free has no burst");
         }
         let refused = limiter.check_at("k", Tier::Free, start, 0);
         assert!(!refused.allowed);
@@ -140,5 +146,25 @@ mod tests {
             .filter(|_| limiter.check_at("k", Tier::Starter, start, 0).allowed)
             .count();
         assert_eq!(passed, 12);
+    }
+
+    #[test]
+    fn remaining_never_exceeds_limit_which_counts_the_burst() {
+        for tier in Tier::ALL {
+            let limiter = RateLimiter::new(1.0);
+            let start = Instant::now();
+            let (per_minute, burst) = tier.rate_limit();
+            let capacity = per_minute + per_minute * burst / 100;
+            let first = limiter.check_at("k", tier, start, 0);
+            assert_eq!(first.limit, capacity, "{tier:?}");
+            assert_eq!(first.per_minute, per_minute);
+            assert_eq!(first.remaining, capacity - 1, "{tier:?}");
+            // After idling, the allowance is full again and still within the limit.
+            let later = limiter.check_at("k", tier, start + Duration::from_secs(3600), 3600);
+            assert!(later.remaining < later.limit, "{tier:?}: {later:?}");
+        }
+        // API.md's example: pro is 5,000 + 30%.
+        let pro = RateLimiter::new(1.0).check_at("k", Tier::Pro, Instant::now(), 0);
+        assert_eq!((pro.limit, pro.remaining), (6_500, 6_499));
     }
 }

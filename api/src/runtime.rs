@@ -198,6 +198,7 @@ async fn expire_rotated_keys(
                 request_id: ids::new_id(prefix::REQUEST),
                 client_ip: String::new(),
                 user_agent: "pulsar-maintenance".into(),
+                workspace_id: None,
             };
             let command = ApiKeyCommand::ExpireRotatedKey { now };
             if let Err(error) = state

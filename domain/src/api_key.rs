@@ -149,6 +149,9 @@ pub fn validate_settings(
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ApiKey {
     created: bool,
+    /// The workspace the key belongs to; commands naming another are "not found".
+    #[serde(default)]
+    workspace_id: String,
     settings: Option<ApiKeySettings>,
     revoked: bool,
     grace_period_ends_at: Option<DateTime<Utc>>,
@@ -170,16 +173,24 @@ pub enum ApiKeyCommand {
         now: DateTime<Utc>,
     },
     UpdateApiKey {
+        /// The workspace the caller acts in.
+        workspace_id: String,
         patch: ApiKeyPatch,
         grantor: ScopeSet,
         now: DateTime<Utc>,
     },
     RotateApiKey {
+        workspace_id: String,
         replaced_by: String,
         grace_period_hours: u32,
+        /// The scopes of whoever rotates: a rotation hands out a new secret with the
+        /// key's powers, so only to someone who holds them all already.
+        rotator: ScopeSet,
         now: DateTime<Utc>,
     },
-    RevokeApiKey,
+    RevokeApiKey {
+        workspace_id: String,
+    },
     /// The rotation grace period ended: record that the old key stopped.
     ExpireRotatedKey {
         now: DateTime<Utc>,
@@ -228,6 +239,35 @@ impl DomainEvent for ApiKeyEvent {
 }
 
 impl ApiKey {
+    /// The key as seen from `workspace_id`: another workspace's key does not exist there.
+    fn in_workspace(&self, workspace_id: &str) -> Result<(), DomainError> {
+        if self.created && self.workspace_id == workspace_id {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound("api key"))
+        }
+    }
+
+    /// The workspace this key belongs to (once created).
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.created.then_some(self.workspace_id.as_str())
+    }
+
+    /// Whether `rotator` may rotate this key: it must hold every scope the key has,
+    /// since the rotation hands out a new secret with those powers.
+    pub fn may_rotate(&self, rotator: ScopeSet) -> Result<(), DomainError> {
+        let settings = self.settings()?;
+        // Scopes were validated when stored; should one fail to parse, it counts as all.
+        let powers = ScopeSet::parse(&settings.scopes).unwrap_or(ScopeSet::ALL);
+        if rotator.contains(powers) {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden(
+                "You cannot rotate a key whose scopes exceed your own.".into(),
+            ))
+        }
+    }
+
     fn settings(&self) -> Result<&ApiKeySettings, DomainError> {
         match &self.settings {
             Some(settings) if self.created && !self.revoked => Ok(settings),
@@ -300,10 +340,12 @@ impl Aggregate for ApiKey {
                 .await;
             }
             ApiKeyCommand::UpdateApiKey {
+                workspace_id,
                 patch,
                 grantor,
                 now,
             } => {
+                self.in_workspace(&workspace_id)?;
                 let current = self.usable(now)?.clone();
                 let mut next = current.clone();
                 if let Some(name) = patch.name {
@@ -358,10 +400,13 @@ impl Aggregate for ApiKey {
                 }
             }
             ApiKeyCommand::RotateApiKey {
+                workspace_id,
                 replaced_by,
                 grace_period_hours,
+                rotator,
                 now,
             } => {
+                self.in_workspace(&workspace_id)?;
                 if grace_period_hours > MAX_GRACE_HOURS {
                     return Err(ValidationErrors::single(
                         "grace_period_hours",
@@ -370,6 +415,7 @@ impl Aggregate for ApiKey {
                     .into());
                 }
                 self.usable(now)?;
+                self.may_rotate(rotator)?;
                 if self.grace_period_ends_at.is_some() {
                     return Err(DomainError::Conflict(
                         "This key is already being rotated.".into(),
@@ -384,7 +430,8 @@ impl Aggregate for ApiKey {
                 )
                 .await;
             }
-            ApiKeyCommand::RevokeApiKey => {
+            ApiKeyCommand::RevokeApiKey { workspace_id } => {
+                self.in_workspace(&workspace_id)?;
                 self.settings()?;
                 sink.write(ApiKeyEvent::ApiKeyRevoked, self).await;
             }
@@ -403,8 +450,13 @@ impl Aggregate for ApiKey {
 
     fn apply(&mut self, event: ApiKeyEvent) {
         match event {
-            ApiKeyEvent::ApiKeyCreated { settings, .. } => {
+            ApiKeyEvent::ApiKeyCreated {
+                workspace_id,
+                settings,
+                ..
+            } => {
                 self.created = true;
+                self.workspace_id = workspace_id;
                 self.settings = Some(settings);
             }
             ApiKeyEvent::ApiKeyUpdated { settings, .. } => self.settings = Some(settings),
@@ -415,6 +467,12 @@ impl Aggregate for ApiKey {
             ApiKeyEvent::ApiKeyRevoked => self.revoked = true,
             ApiKeyEvent::ApiKeyExpiredByRotation => self.expired_by_rotation = true,
         }
+    }
+}
+
+impl crate::Tenanted for ApiKey {
+    fn tenant(&self, _: &str) -> Option<String> {
+        self.workspace_id().map(str::to_string)
     }
 }
 
@@ -576,8 +634,10 @@ mod tests {
     #[tokio::test]
     async fn rotation_grace_is_bounded_and_happens_once() {
         let rotate = |hours| ApiKeyCommand::RotateApiKey {
+            workspace_id: "ws_1".into(),
             replaced_by: "key_new".into(),
             grace_period_hours: hours,
+            rotator: ScopeSet::ALL,
             now: now(),
         };
         KeyTest::with(())
@@ -610,9 +670,78 @@ mod tests {
     async fn revoked_keys_are_gone() {
         KeyTest::with(())
             .given(vec![created(), ApiKeyEvent::ApiKeyRevoked])
-            .when_async(ApiKeyCommand::RevokeApiKey)
+            .when_async(ApiKeyCommand::RevokeApiKey {
+                workspace_id: "ws_1".into(),
+            })
             .await
             .then_expect_error(DomainError::NotFound("api key"));
+    }
+
+    #[tokio::test]
+    async fn a_key_answers_only_commands_from_its_own_workspace() {
+        let other = || "ws_2".to_string();
+        for command in [
+            ApiKeyCommand::RevokeApiKey {
+                workspace_id: other(),
+            },
+            ApiKeyCommand::UpdateApiKey {
+                workspace_id: other(),
+                patch: ApiKeyPatch {
+                    name: Some("mine now".into()),
+                    ..ApiKeyPatch::default()
+                },
+                grantor: ScopeSet::ALL,
+                now: now(),
+            },
+            ApiKeyCommand::RotateApiKey {
+                workspace_id: other(),
+                replaced_by: "key_new".into(),
+                grace_period_hours: 1,
+                rotator: ScopeSet::ALL,
+                now: now(),
+            },
+        ] {
+            KeyTest::with(())
+                .given(vec![created()])
+                .when_async(command)
+                .await
+                .then_expect_error(DomainError::NotFound("api key"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotation_never_hands_out_powers_the_rotator_lacks() {
+        // Given a key with `projects:read`, when someone holding only `tasks:*` rotates
+        // it, then nothing happens: the new secret would carry powers they do not have.
+        let narrow = ScopeSet::parse(&["tasks:*"]).expect("scopes");
+        KeyTest::with(())
+            .given(vec![created()])
+            .when_async(ApiKeyCommand::RotateApiKey {
+                workspace_id: "ws_1".into(),
+                replaced_by: "key_new".into(),
+                grace_period_hours: 24,
+                rotator: narrow,
+                now: now(),
+            })
+            .await
+            .then_expect_error(DomainError::Forbidden(
+                "You cannot rotate a key whose scopes exceed your own.".into(),
+            ));
+        // Holding the key's scopes (or more) is enough.
+        let enough = ScopeSet::parse(&["projects:*"]).expect("scopes");
+        let events = KeyTest::with(())
+            .given(vec![created()])
+            .when_async(ApiKeyCommand::RotateApiKey {
+                workspace_id: "ws_1".into(),
+                replaced_by: "key_new".into(),
+                grace_period_hours: 24,
+                rotator: enough,
+                now: now(),
+            })
+            .await
+            .inspect_result()
+            .expect("rotated");
+        assert_eq!(events.len(), 1);
     }
 
     #[tokio::test]
@@ -620,6 +749,7 @@ mod tests {
         KeyTest::with(())
             .given(vec![created()])
             .when_async(ApiKeyCommand::UpdateApiKey {
+                workspace_id: "ws_1".into(),
                 patch: ApiKeyPatch {
                     name: Some("CI deploy".into()),
                     max_age_days: Some(None),

@@ -32,4 +32,4 @@ pub mod workspace;
 pub mod workspace_data;
 
 pub use error::{DomainError, ValidationErrors};
-pub use metadata::{Actor, ActorType, EventMetadata};
+pub use metadata::{Actor, ActorType, EventMetadata, Tenanted};

@@ -61,6 +61,17 @@ pub struct EventMetadata {
     pub request_id: String,
     pub client_ip: String,
     pub user_agent: String,
+    /// The workspace the events belong to. Set from the aggregate itself when the
+    /// command commits ([`Tenanted`]), so no caller can forget or misname it.
+    pub workspace_id: Option<String>,
+}
+
+/// An aggregate that belongs to a workspace says which, so that every event's metadata
+/// names it (audit, webhook fan-out and replay select a workspace's events by it).
+pub trait Tenanted {
+    /// The workspace of aggregate `aggregate_id` in this state, `None` for aggregates
+    /// outside any workspace (users).
+    fn tenant(&self, aggregate_id: &str) -> Option<String>;
 }
 
 impl EventMetadata {
@@ -73,5 +84,12 @@ impl EventMetadata {
             ("client_ip".into(), self.client_ip.clone()),
             ("user_agent".into(), self.user_agent.clone()),
         ])
+        .into_iter()
+        .chain(
+            self.workspace_id
+                .clone()
+                .map(|id| ("workspace_id".to_string(), id)),
+        )
+        .collect()
     }
 }

@@ -121,6 +121,12 @@ pub struct Record<K: RecordKind> {
     kind: PhantomData<K>,
 }
 
+impl<K: RecordKind> crate::Tenanted for Record<K> {
+    fn tenant(&self, _: &str) -> Option<String> {
+        (!self.workspace_id.is_empty()).then(|| self.workspace_id.clone())
+    }
+}
+
 impl<K: RecordKind> Default for Record<K> {
     fn default() -> Self {
         Self {

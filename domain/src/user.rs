@@ -88,6 +88,13 @@ impl Aggregate for User {
     }
 }
 
+impl crate::Tenanted for User {
+    /// Users belong to no one workspace.
+    fn tenant(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use cqrs_es::test::TestFramework;

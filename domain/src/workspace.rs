@@ -154,6 +154,10 @@ pub enum WorkspaceCommand {
     UpdateWorkspace {
         name: Option<String>,
         settings: Option<SettingsPatch>,
+        /// A new plan tier: an owner's act.
+        tier: Option<Tier>,
+        /// The role of the member acting.
+        by: Role,
     },
     DeleteWorkspace,
     /// `by` is the role of the member acting.
@@ -189,6 +193,11 @@ pub enum WorkspaceEvent {
         settings: WorkspaceSettings,
         changed: Vec<String>,
     },
+    /// The plan tier changed: rate limits and feature limits follow on every node.
+    WorkspaceTierChanged {
+        tier: Tier,
+        previous_tier: Tier,
+    },
     WorkspaceDeleted,
     MemberAdded {
         user_id: String,
@@ -210,6 +219,7 @@ impl DomainEvent for WorkspaceEvent {
         match self {
             Self::WorkspaceCreated { .. } => "WorkspaceCreated",
             Self::WorkspaceUpdated { .. } => "WorkspaceUpdated",
+            Self::WorkspaceTierChanged { .. } => "WorkspaceTierChanged",
             Self::WorkspaceDeleted => "WorkspaceDeleted",
             Self::MemberAdded { .. } => "MemberAdded",
             Self::MemberRoleChanged { .. } => "MemberRoleChanged",
@@ -316,8 +326,19 @@ impl Aggregate for Workspace {
                 )
                 .await;
             }
-            WorkspaceCommand::UpdateWorkspace { name, settings } => {
+            WorkspaceCommand::UpdateWorkspace {
+                name,
+                settings,
+                tier,
+                by,
+            } => {
                 self.live()?;
+                let tier = tier.filter(|tier| *tier != self.tier);
+                if tier.is_some() && by != Role::Owner {
+                    return Err(DomainError::Forbidden(
+                        "Only an owner may change the workspace's tier.".into(),
+                    ));
+                }
                 let mut errors = ValidationErrors::new();
                 let mut changed = Vec::new();
                 let mut next_name = self.name.clone();
@@ -350,6 +371,17 @@ impl Aggregate for Workspace {
                             name: next_name,
                             settings: next_settings,
                             changed,
+                        },
+                        self,
+                    )
+                    .await;
+                }
+                if let Some(tier) = tier {
+                    let previous_tier = self.tier;
+                    sink.write(
+                        WorkspaceEvent::WorkspaceTierChanged {
+                            tier,
+                            previous_tier,
                         },
                         self,
                     )
@@ -417,6 +449,7 @@ impl Aggregate for Workspace {
                 self.name = name;
                 self.settings = settings;
             }
+            WorkspaceEvent::WorkspaceTierChanged { tier, .. } => self.tier = tier,
             WorkspaceEvent::WorkspaceDeleted => self.deleted = true,
             WorkspaceEvent::MemberAdded { user_id, role }
             | WorkspaceEvent::MemberRoleChanged { user_id, role, .. } => {
@@ -426,6 +459,13 @@ impl Aggregate for Workspace {
                 self.members.remove(&user_id);
             }
         }
+    }
+}
+
+impl crate::Tenanted for Workspace {
+    /// A workspace is its own tenant.
+    fn tenant(&self, aggregate_id: &str) -> Option<String> {
+        self.created.then(|| aggregate_id.to_string())
     }
 }
 
@@ -509,6 +549,8 @@ mod tests {
                     timezone: Some("Europe/Berlin".into()),
                     locale: None,
                 }),
+                tier: None,
+                by: Role::Admin,
             })
             .await
             .then_expect_events(vec![WorkspaceEvent::WorkspaceUpdated {
@@ -524,6 +566,8 @@ mod tests {
             .when_async(WorkspaceCommand::UpdateWorkspace {
                 name: Some("Acme".into()),
                 settings: None,
+                tier: Some(Tier::Free),
+                by: Role::Admin,
             })
             .await
             .then_expect_events(vec![]);
@@ -539,6 +583,8 @@ mod tests {
                     timezone: Some("Not a zone!".into()),
                     locale: Some("english".into()),
                 }),
+                tier: None,
+                by: Role::Owner,
             })
             .await
             .inspect_result();
@@ -549,6 +595,44 @@ mod tests {
             errors.fields().keys().collect::<Vec<_>>(),
             vec!["settings.locale", "settings.timezone"]
         );
+    }
+
+    #[tokio::test]
+    async fn only_an_owner_changes_the_tier_and_it_is_its_own_event() {
+        for by in [Role::Admin, Role::Member, Role::Viewer] {
+            WorkspaceTest::with(())
+                .given(created())
+                .when_async(WorkspaceCommand::UpdateWorkspace {
+                    name: None,
+                    settings: None,
+                    tier: Some(Tier::Pro),
+                    by,
+                })
+                .await
+                .then_expect_error(DomainError::Forbidden(
+                    "Only an owner may change the workspace's tier.".into(),
+                ));
+        }
+        WorkspaceTest::with(())
+            .given(created())
+            .when_async(WorkspaceCommand::UpdateWorkspace {
+                name: Some("Acme Pro".into()),
+                settings: None,
+                tier: Some(Tier::Pro),
+                by: Role::Owner,
+            })
+            .await
+            .then_expect_events(vec![
+                WorkspaceEvent::WorkspaceUpdated {
+                    name: "Acme Pro".into(),
+                    settings: WorkspaceSettings::default(),
+                    changed: vec!["name".into()],
+                },
+                WorkspaceEvent::WorkspaceTierChanged {
+                    tier: Tier::Pro,
+                    previous_tier: Tier::Free,
+                },
+            ]);
     }
 
     #[tokio::test]
@@ -613,6 +697,8 @@ mod tests {
             .when_async(WorkspaceCommand::UpdateWorkspace {
                 name: Some("x".into()),
                 settings: None,
+                tier: None,
+                by: Role::Owner,
             })
             .await
             .then_expect_error(DomainError::NotFound("workspace"));

@@ -104,6 +104,14 @@ async fn apply_workspace(
             .execute(&mut *conn)
             .await?;
         }
+        WorkspaceEvent::WorkspaceTierChanged { tier, .. } => {
+            sqlx::query("UPDATE workspaces SET tier = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(tier.as_str())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
         WorkspaceEvent::WorkspaceDeleted => {
             sqlx::query("DELETE FROM workspaces WHERE id = $1")
                 .bind(id)

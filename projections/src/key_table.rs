@@ -190,6 +190,20 @@ impl KeyTable {
                     self.update(&key_id, |entry| entry.workspace_deleted = true);
                 }
             }
+            WorkspaceEvent::WorkspaceTierChanged { tier, .. } => {
+                let keys = {
+                    let mut workspaces = self.workspaces.write().unwrap_or_else(|e| e.into_inner());
+                    let facts = workspaces.entry(workspace_id.to_string()).or_default();
+                    facts.tier = tier;
+                    facts.keys.clone()
+                };
+                // Keys without a tier of their own follow their workspace's.
+                for key_id in keys {
+                    self.update(&key_id, |entry| {
+                        entry.tier = entry.own_tier.unwrap_or(tier);
+                    });
+                }
+            }
             WorkspaceEvent::WorkspaceUpdated { .. }
             | WorkspaceEvent::MemberAdded { .. }
             | WorkspaceEvent::MemberRoleChanged { .. }

@@ -19,6 +19,8 @@ pub struct StoredEvent {
     pub event_type: String,
     pub event_version: String,
     pub payload: Value,
+    /// Who, from where, under which request, and in which workspace (`workspace_id`,
+    /// filled by the upcaster for events stored before it was recorded).
     pub metadata: Value,
     pub recorded_at: DateTime<Utc>,
 }
@@ -56,8 +58,21 @@ impl StoredEvent {
         })
     }
 
+    /// The workspace the event belongs to, if any.
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.meta("workspace_id")
+    }
+
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, ProjectionError> {
         let transaction_id: String = row.try_get("tx_text")?;
+        // Upcast: events stored before the workspace was recorded get it on read (the
+        // `event_workspace` function of migration 0006); the row is never rewritten.
+        let mut metadata: Value = row.try_get("metadata")?;
+        let workspace: Option<String> = row.try_get("workspace")?;
+        if let (Some(workspace), Some(map)) = (workspace, metadata.as_object_mut()) {
+            map.entry("workspace_id")
+                .or_insert_with(|| Value::String(workspace));
+        }
         Ok(Self {
             position: Position::from_db(&transaction_id, row.try_get("global_position")?)
                 .map_err(ProjectionError::Decode)?,
@@ -67,7 +82,7 @@ impl StoredEvent {
             event_type: row.try_get("event_type")?,
             event_version: row.try_get("event_version")?,
             payload: row.try_get("payload")?,
-            metadata: row.try_get("metadata")?,
+            metadata,
             recorded_at: row.try_get("recorded_at")?,
         })
     }
@@ -110,7 +125,8 @@ async fn read(
     // the text ('1000' < '999') instead of the xid8 column. Two statements rather than
     // an `$4 IS NULL OR …` so each gets a plan that uses its index.
     const ALL: &str = "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
-                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at
+                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
+                event_workspace(events) AS workspace
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -118,7 +134,8 @@ async fn read(
           LIMIT $3";
     const OF_TYPES: &str =
         "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
-                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at
+                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
+                event_workspace(events) AS workspace
            FROM events
           WHERE aggregate_type = ANY($4)
             AND (transaction_id, global_position) > ($1::text::xid8, $2)

@@ -423,6 +423,7 @@ async fn update_key(
     let expected = super::if_match(&headers)?;
     item(&state, &auth.workspace_id, &id).await?;
     let command = ApiKeyCommand::UpdateApiKey {
+        workspace_id: auth.workspace_id.clone(),
         patch: ApiKeyPatch {
             name: input.name,
             scopes: input.scopes,
@@ -466,18 +467,16 @@ async fn rotate_key(
         })?;
     item(&state, &auth.workspace_id, &id).await?;
     let old: ApiKey = commands::load(&state.pool, &id).await?;
+    if old.workspace_id() != Some(auth.workspace_id.as_str()) {
+        return Err(Error::not_found("API key"));
+    }
     let settings = old
         .current_settings()
         .cloned()
         .ok_or_else(|| Error::not_found("API key"))?;
-    // Rotating hands out a new secret with the old key's powers: only to whoever holds
-    // them all already.
-    let old_scopes = ScopeSet::parse(&settings.scopes).unwrap_or(ScopeSet::ALL);
-    if !auth.scopes.contains(old_scopes) {
-        return Err(Error::AccessDenied(
-            "You cannot rotate a key whose scopes exceed your own.".into(),
-        ));
-    }
+    // The domain's rule, checked before the new key is issued (the rotation command
+    // checks it again, authoritatively).
+    old.may_rotate(auth.scopes)?;
     let metadata = auth.metadata();
     let now = state.clock.now();
     let (new_id, key) = issue(
@@ -494,6 +493,8 @@ async fn rotate_key(
     )
     .await?;
     let rotate = ApiKeyCommand::RotateApiKey {
+        workspace_id: auth.workspace_id.clone(),
+        rotator: auth.scopes,
         replaced_by: new_id.clone(),
         grace_period_hours: hours,
         now,
@@ -507,7 +508,14 @@ async fn rotate_key(
         // must not outlive this failed request.
         state
             .commands
-            .execute::<ApiKey>(&new_id, ApiKeyCommand::RevokeApiKey, &metadata, READ_MODELS)
+            .execute::<ApiKey>(
+                &new_id,
+                ApiKeyCommand::RevokeApiKey {
+                    workspace_id: auth.workspace_id.clone(),
+                },
+                &metadata,
+                READ_MODELS,
+            )
             .await?;
         return Err(error);
     }
@@ -541,7 +549,9 @@ async fn revoke_key(
         .commands
         .execute_expecting::<ApiKey>(
             &id,
-            ApiKeyCommand::RevokeApiKey,
+            ApiKeyCommand::RevokeApiKey {
+                workspace_id: auth.workspace_id.clone(),
+            },
             &auth.metadata(),
             READ_MODELS,
             expected,

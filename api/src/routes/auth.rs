@@ -216,6 +216,7 @@ async fn signup(
         request_id: context.request_id.clone(),
         client_ip: context.client_ip.0.to_string(),
         user_agent: context.user_agent.clone(),
+        workspace_id: None,
     };
     let password_hash = hash_password(input.password).await?;
     // The credentials row doubles as the email's uniqueness claim.

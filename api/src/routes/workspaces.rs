@@ -265,6 +265,9 @@ pub struct WorkspacePatch {
     pub name: Option<String>,
     #[serde(default, deserialize_with = "crate::extract::object_only")]
     pub settings: Option<SettingsPatchIn>,
+    /// A new plan tier (owners only): its rate and feature limits apply on every node
+    /// within a second.
+    pub tier: Option<Tier>,
 }
 
 /// `POST /workspaces/{id}/members`.
@@ -506,10 +509,19 @@ async fn update_workspace(
             timezone: s.timezone,
             locale: s.locale,
         }),
+        tier: input.tier,
+        by: auth.acting_role(),
     };
+    // The key table too: a tier change is in force here when this answers.
     state
         .commands
-        .execute_expecting::<Workspace>(&id, command, &auth.metadata(), &[identity::NAME], expected)
+        .execute_expecting::<Workspace>(
+            &id,
+            command,
+            &auth.metadata(),
+            &[identity::NAME, key_table::NAME],
+            expected,
+        )
         .await?;
     Ok(data(workspace_item(&state, &id, &auth.principal).await?))
 }

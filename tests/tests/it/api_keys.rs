@@ -655,8 +655,16 @@ async fn patch_changes_what_the_key_may_do_at_once() {
     let limit = with_key(&app, &key.full, &ws, &[]).await;
     assert_eq!(
         limit.header("x-ratelimit-limit"),
-        Some("500000"),
-        "pro tier × the test scale of 100"
+        Some("650000"),
+        "pro tier (5,000 + 30% burst, API.md) × the test scale of 100"
+    );
+    let remaining: u64 = limit
+        .header("x-ratelimit-remaining")
+        .and_then(|r| r.parse().ok())
+        .expect("remaining");
+    assert!(
+        remaining < 650_000,
+        "Remaining never exceeds Limit: {remaining}"
     );
     app.stop().await;
 }

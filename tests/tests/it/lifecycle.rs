@@ -370,3 +370,88 @@ async fn a_user_whose_last_workspace_is_deleted_keeps_an_account_and_no_workspac
     b.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tier_change_is_an_owners_act_and_every_node_limits_by_it_at_once() {
+    let app = TestApp::start().await;
+    let b = app.another_process(ProcessRole::Api).await;
+    let owner = app.signup("owner@tier.example", "Tiered").await;
+    let admin = app.signup("admin@tier.example", "Admin's").await;
+    let ws = owner.workspace_id.clone();
+    app.post(
+        &format!("{V1}/workspaces/{ws}/members"),
+        &owner,
+        json!({"email": admin.email, "role": "admin"}),
+    )
+    .await
+    .expect(201);
+    let key = create_key(
+        &app,
+        &owner,
+        json!({"name": "follows", "scopes": ["projects:read"]}),
+    )
+    .await;
+    let own = create_key(
+        &app,
+        &owner,
+        json!({"name": "own tier", "scopes": ["projects:read"], "rate_limit_tier": "starter"}),
+    )
+    .await;
+    let projects = format!("{V1}/projects");
+    let limit = |response: Response| response.header("x-ratelimit-limit").map(str::to_string);
+    // Free: 60 per minute, no burst (× the test scale of 100).
+    assert_eq!(
+        limit(get(&b, &projects, &key.full).await).as_deref(),
+        Some("6000")
+    );
+
+    // Only an owner changes it.
+    app.patch(
+        &format!("{V1}/workspaces/{ws}"),
+        &admin,
+        json!({"tier": "pro"}),
+    )
+    .await
+    .expect_error(403, "access_denied");
+    let changed = app
+        .patch(
+            &format!("{V1}/workspaces/{ws}"),
+            &owner,
+            json!({"tier": "pro"}),
+        )
+        .await;
+    changed.expect(200);
+    assert_eq!(changed.body["data"]["tier"], "pro");
+    // In force on A when the write answered, and on B within the notification's latency:
+    // pro is 5,000 + 30% burst.
+    assert_eq!(
+        limit(app.call("GET", &projects, Some(&key.full), None, &[]).await).as_deref(),
+        Some("650000")
+    );
+    eventually("B limits the key by the new tier", || async {
+        limit(get(&b, &projects, &key.full).await).as_deref() == Some("650000")
+    })
+    .await;
+    // A user session is judged by the workspace's tier too; a key with its own tier keeps it.
+    assert_eq!(
+        limit(get(&b, &projects, &owner.token).await).as_deref(),
+        Some("650000")
+    );
+    assert_eq!(
+        limit(get(&b, &projects, &own.full).await).as_deref(),
+        Some("120000"),
+        "starter: 1,000 + 20%"
+    );
+    // The change is an event of its own, with the tier before it.
+    let event: Value =
+        sqlx::query_scalar("SELECT payload FROM events WHERE event_type = 'WorkspaceTierChanged'")
+            .fetch_one(app.pool())
+            .await
+            .expect("event");
+    assert_eq!(
+        event,
+        json!({"WorkspaceTierChanged": {"tier": "pro", "previous_tier": "free"}})
+    );
+    b.stop().await;
+    app.stop().await;
+}

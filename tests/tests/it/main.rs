@@ -4,6 +4,7 @@
 mod api_keys;
 mod binary;
 mod edge;
+mod events;
 mod hostile;
 mod http;
 mod idempotency;
