@@ -29,6 +29,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::companies::router())
         .merge(routes::deals::router())
         .merge(routes::documents::router())
+        .merge(routes::event_types::router())
         .split_for_parts();
     crate::openapi::scoping_parameters(&mut openapi);
     (router, openapi)

@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "tasks", description = "Tasks, each in a project (`tasks:*`)"),
         (name = "crm", description = "Contacts, companies and deals (`crm:*`)"),
         (name = "documents", description = "Markdown documents (`documents:*`)"),
+        (name = "webhooks", description = "Outbound webhooks and the public event catalog (`webhooks:*`)"),
     )
 )]
 pub struct ApiDoc;
@@ -329,6 +330,7 @@ impl<L: Listed> utoipa::IntoParams for ItemQuery<L> {
 ///   `allOf` in a response schema are left open.
 /// - Every key of an item is optional in responses, since `fields` may select any, and
 ///   a tag may be `{name, count}` (`include=tags`).
+/// - The `webhooks` section: every public event type's delivery, from the catalog.
 /// - Every operation lists the error answers any route can give (API.md section 3), each
 ///   with the envelope: 400 for malformed input, 401/403/429 where a credential is
 ///   checked, 413/415/422 where there is a body, 409 and 412 for writes, 500.
@@ -375,6 +377,7 @@ pub fn finish(openapi: &Document) -> serde_json::Value {
         }
     }
     patch_bodies(&mut doc);
+    crate::routes::event_types::Catalog::build().document(&mut doc);
     let error = |description: &str| {
         json!({
             "description": description,

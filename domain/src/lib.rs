@@ -15,10 +15,13 @@
 //! - [`credentials`]: session-token format and hashing, password hashing.
 //! - [`user`], [`workspace`]: the identity aggregates.
 //! - [`api_key`], [`keys`]: the API key aggregate and the key format.
+//! - [`catalog`]: the public event catalog: every internal event's public type and the
+//!   payload folded from its stream (what webhooks, audit exports and MCP show).
 //! - [`record`]: the generic aggregate behind all workspace data; [`workspace_data`]:
 //!   its kinds (projects, tasks, contacts, companies, deals, documents) and tier limits.
 
 pub mod api_key;
+pub mod catalog;
 pub mod credentials;
 pub mod error;
 pub mod ids;

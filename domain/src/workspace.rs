@@ -67,6 +67,7 @@ impl Tier {
 
 /// Workspace settings (API.md: `{timezone, locale}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkspaceSettings {
     pub timezone: String,
     pub locale: String,

@@ -10,6 +10,7 @@
 //! Layout:
 //! - [`position`]: [`Position`], a point in the log order.
 //! - [`log`]: [`StoredEvent`] and the horizon query.
+//! - [`public`]: stored events in their public form (the domain's event catalog).
 //! - [`subscription`]: the [`Projection`] trait, the batch loop, wake-ups, retries,
 //!   status for `/readyz` and `/metrics`, and read-your-writes waiting.
 //! - [`list`]: the list machinery (pagination, filters, sort, full text) over read models.
@@ -24,6 +25,7 @@ pub mod key_table;
 pub mod list;
 pub mod log;
 pub mod position;
+pub mod public;
 pub mod subscription;
 pub mod workspace_data;
 

@@ -18,6 +18,7 @@ pub mod companies;
 pub mod contacts;
 pub mod deals;
 pub mod documents;
+pub mod event_types;
 pub mod ops;
 pub mod projects;
 pub mod records;

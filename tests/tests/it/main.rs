@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod binary;
+mod catalog;
 mod edge;
 mod events;
 mod hostile;
