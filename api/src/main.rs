@@ -13,13 +13,23 @@ pulsar: scoped API keys, workspace data, webhooks and audit over an event log
 Usage:
   pulsar serve [--role all|api|projector]   run the server (default role: all)
   pulsar migrate                            apply database migrations and exit
+  pulsar projections rebuild <name|all>     replay the log into fresh read models and swap
+                                            them in (the server may keep running)
   pulsar --help | --version
 ";
+
+/// What the command line asks for.
+enum Command {
+    Serve(Role),
+    Migrate,
+    /// `projections rebuild <name|all>`.
+    Rebuild(String),
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (command, role) = match args.as_slice() {
+    let command = match args.as_slice() {
         [] | ["--help"] | ["-h"] | ["help"] => {
             println!("{USAGE}\n{}", Config::HELP);
             return ExitCode::SUCCESS;
@@ -28,15 +38,16 @@ fn main() -> ExitCode {
             println!("pulsar {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        ["serve"] => ("serve", Role::All),
+        ["serve"] => Command::Serve(Role::All),
         ["serve", "--role", role] | ["serve", "--role=", role] => match Role::parse(role) {
-            Some(role) => ("serve", role),
+            Some(role) => Command::Serve(role),
             None => {
                 eprintln!("pulsar: unknown role `{role}` (all, api, projector)");
                 return ExitCode::from(2);
             }
         },
-        ["migrate"] => ("migrate", Role::All),
+        ["migrate"] => Command::Migrate,
+        ["projections", "rebuild", name] => Command::Rebuild(name.to_string()),
         _ => {
             eprintln!("pulsar: unexpected arguments {args:?}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -60,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(command, role, config)) {
+    match runtime.block_on(run(command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
@@ -84,7 +95,7 @@ fn init_tracing(config: &Config) {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn run(command: &str, role: Role, config: Config) -> Result<(), BoxError> {
+async fn run(command: Command, config: Config) -> Result<(), BoxError> {
     let mut cluster = None;
     let url = match &config.database_url {
         Some(url) => url.clone(),
@@ -97,11 +108,15 @@ async fn run(command: &str, role: Role, config: Config) -> Result<(), BoxError> 
     let pool = db::connect(&url, config.db_pool_size)
         .await
         .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
-    if command == "migrate" {
-        db::migrate(&pool).await?;
-        println!("migrations applied");
-        return Ok(());
-    }
+    let role = match command {
+        Command::Serve(role) => role,
+        Command::Migrate => {
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            return Ok(());
+        }
+        Command::Rebuild(name) => return rebuild(&pool, &name, cluster).await,
+    };
     let listen = config.listen;
     let runtime = Runtime::start(config, pool, role).await?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -119,6 +134,32 @@ async fn run(command: &str, role: Role, config: Config) -> Result<(), BoxError> 
     .await?;
     tracing::info!("shutting down");
     runtime.stop().await;
+    if let Some(mut cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    Ok(())
+}
+
+/// `pulsar projections rebuild <name|all>`.
+async fn rebuild(
+    pool: &sqlx::PgPool,
+    name: &str,
+    cluster: Option<pgcluster::Cluster>,
+) -> Result<(), BoxError> {
+    db::migrate(pool).await?;
+    let mut display = ProgressDisplay::new();
+    let reports = pulsar_api::runtime::rebuild(pool, name, |progress| display.show(progress)).await;
+    display.finish();
+    for report in reports? {
+        println!(
+            "rebuilt {}: {} events in {:.1} s ({:.0} events/s), at {}",
+            report.name,
+            report.events,
+            report.elapsed.as_secs_f64(),
+            report.events as f64 / report.elapsed.as_secs_f64().max(1e-9),
+            report.position
+        );
+    }
     if let Some(mut cluster) = cluster {
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
     }
@@ -166,5 +207,65 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate => {}
+    }
+}
+
+/// A progress bar on a terminal (events done, events/s, time left), plain progress lines
+/// about once a second otherwise.
+struct ProgressDisplay {
+    terminal: bool,
+    last: Option<std::time::Instant>,
+    drawn: bool,
+}
+
+impl ProgressDisplay {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            last: None,
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, progress: &pulsar_projections::rebuild::Progress) {
+        use std::io::Write;
+        let due = self.last.is_none_or(|at| {
+            at.elapsed() >= std::time::Duration::from_millis(if self.terminal { 100 } else { 1000 })
+        });
+        if !due && progress.done < progress.total {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        let total = progress.total.max(progress.done).max(1);
+        let line = format!(
+            "{}: {}/{} events, {:.0} events/s, {} s left",
+            progress.name,
+            progress.done,
+            total,
+            progress.per_second(),
+            progress.left().as_secs()
+        );
+        let mut err = std::io::stderr();
+        if self.terminal {
+            const WIDTH: u64 = 30;
+            let filled = (progress.done * WIDTH / total).min(WIDTH) as usize;
+            let bar = format!(
+                "[{}{}]",
+                "#".repeat(filled),
+                "-".repeat(WIDTH as usize - filled)
+            );
+            let _ = write!(err, "\r\x1b[2K{bar} {line}");
+            self.drawn = true;
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            eprintln!();
+        }
     }
 }

@@ -8,6 +8,7 @@ use pulsar_domain::{Actor, EventMetadata};
 use pulsar_projections::api_keys::{self, ApiKeysProjection};
 use pulsar_projections::identity::{self, IdentityProjection};
 use pulsar_projections::key_table::{self, KeyTable};
+use pulsar_projections::rebuild;
 use pulsar_projections::subscription::SubscriptionConfig;
 use pulsar_projections::workspace_data as data;
 use pulsar_projections::Subscriptions;
@@ -45,7 +46,7 @@ impl Role {
 }
 
 /// The durable read models, by subscriber name.
-const READ_MODELS: [&str; 8] = [
+pub const READ_MODELS: [&str; 8] = [
     identity::NAME,
     api_keys::NAME,
     data::projects::NAME,
@@ -55,6 +56,60 @@ const READ_MODELS: [&str; 8] = [
     data::deals::NAME,
     data::documents::NAME,
 ];
+
+/// Rebuilds the named read model (`all`: every one, in turn) from the log, calling
+/// `on_progress` as it goes; see [`pulsar_projections::rebuild`].
+pub async fn rebuild(
+    pool: &PgPool,
+    name: &str,
+    mut on_progress: impl FnMut(&rebuild::Progress),
+) -> Result<Vec<rebuild::Report>, RebuildError> {
+    let names: Vec<&str> = if name == "all" {
+        READ_MODELS.to_vec()
+    } else if READ_MODELS.contains(&name) {
+        vec![name]
+    } else {
+        return Err(RebuildError::Unknown(name.to_string()));
+    };
+    let mut reports = Vec::new();
+    for name in names {
+        let progress = &mut on_progress;
+        let report = match name {
+            identity::NAME => rebuild::rebuild(pool, &IdentityProjection, progress).await,
+            api_keys::NAME => rebuild::rebuild(pool, &ApiKeysProjection, progress).await,
+            data::projects::NAME => {
+                rebuild::rebuild(pool, &data::projects::Projection::default(), progress).await
+            }
+            data::tasks::NAME => {
+                rebuild::rebuild(pool, &data::tasks::Projection::default(), progress).await
+            }
+            data::contacts::NAME => {
+                rebuild::rebuild(pool, &data::contacts::Projection::default(), progress).await
+            }
+            data::companies::NAME => {
+                rebuild::rebuild(pool, &data::companies::Projection::default(), progress).await
+            }
+            data::deals::NAME => {
+                rebuild::rebuild(pool, &data::deals::Projection::default(), progress).await
+            }
+            data::documents::NAME => {
+                rebuild::rebuild(pool, &data::documents::Projection::default(), progress).await
+            }
+            other => return Err(RebuildError::Unknown(other.to_string())),
+        }?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Why a rebuild did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("no read model is called `{0}`; read models: all, {names}", names = READ_MODELS.join(", "))]
+    Unknown(String),
+    #[error("{0}")]
+    Projection(#[from] pulsar_projections::ProjectionError),
+}
 
 /// The running background parts and the state handlers share.
 #[derive(Debug)]

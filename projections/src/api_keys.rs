@@ -24,6 +24,13 @@ impl Projection for ApiKeysProjection {
         &[ApiKey::TYPE]
     }
 
+    fn tables(&self) -> crate::rebuild::Tables {
+        crate::rebuild::Tables {
+            owned: vec!["api_keys"],
+            shared: vec![],
+        }
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -49,8 +56,8 @@ impl Projection for ApiKeysProjection {
                         rate_limit_tier, ip_allowlist, max_age_days, expires_at, created_by,
                         rotated_from, version, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                             -- The creator's display name, resolved now so lists need no joins.
-                             jsonb_build_object('type', $12::text, 'id', $15::text, 'name', actor_name($15)),
+                             -- As the event states it; lists add the name as they read.
+                             jsonb_build_object('type', $12::text, 'id', $15::text),
                              $13, 1, $14, $14)",
                 )
                 .bind(id)

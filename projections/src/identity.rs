@@ -25,6 +25,13 @@ impl Projection for IdentityProjection {
         &[User::TYPE, Workspace::TYPE]
     }
 
+    fn tables(&self) -> crate::rebuild::Tables {
+        crate::rebuild::Tables {
+            owned: vec!["users", "workspaces", "workspace_members"],
+            shared: vec![],
+        }
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -113,6 +120,12 @@ async fn apply_workspace(
                 .await?;
         }
         WorkspaceEvent::WorkspaceDeleted => {
+            // Its members go with it (said here, not left to a foreign key, so that a
+            // rebuild into plain tables folds the same way).
+            sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
             sqlx::query("DELETE FROM workspaces WHERE id = $1")
                 .bind(id)
                 .execute(&mut *conn)

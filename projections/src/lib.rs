@@ -11,6 +11,7 @@
 //! - [`position`]: [`Position`], a point in the log order.
 //! - [`log`]: [`StoredEvent`] and the horizon query.
 //! - [`public`]: stored events in their public form (the domain's event catalog).
+//! - [`rebuild`]: replaying the log into fresh tables and swapping them in.
 //! - [`subscription`]: the [`Projection`] trait, the batch loop, wake-ups, retries,
 //!   status for `/readyz` and `/metrics`, and read-your-writes waiting.
 //! - [`list`]: the list machinery (pagination, filters, sort, full text) over read models.
@@ -26,6 +27,7 @@ pub mod list;
 pub mod log;
 pub mod position;
 pub mod public;
+pub mod rebuild;
 pub mod subscription;
 pub mod workspace_data;
 

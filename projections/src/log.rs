@@ -126,7 +126,7 @@ async fn read(
     // an `$4 IS NULL OR …` so each gets a plan that uses its index.
     const ALL: &str = "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
                 aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
-                event_workspace(events) AS workspace
+                coalesce(metadata ->> 'workspace_id', event_workspace(events)) AS workspace
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -135,7 +135,7 @@ async fn read(
     const OF_TYPES: &str =
         "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
                 aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
-                event_workspace(events) AS workspace
+                coalesce(metadata ->> 'workspace_id', event_workspace(events)) AS workspace
            FROM events
           WHERE aggregate_type = ANY($4)
             AND (transaction_id, global_position) > ($1::text::xid8, $2)
@@ -155,6 +155,38 @@ async fn read(
         None => query,
     };
     let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// Events of the given types (all when empty) after `after` and up to and including
+/// `until`, in log order: a replay toward a point every reader has passed already, so no
+/// horizon is needed.
+pub async fn read_between_of_types(
+    conn: &mut PgConnection,
+    after: Position,
+    until: Position,
+    aggregate_types: &[&str],
+    limit: i64,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
+                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
+                coalesce(metadata ->> 'workspace_id', event_workspace(events)) AS workspace
+           FROM events
+          WHERE (cardinality($6::text[]) = 0 OR aggregate_type = ANY($6))
+            AND (transaction_id, global_position) > ($1::text::xid8, $2)
+            AND (transaction_id, global_position) <= ($3::text::xid8, $4)
+          ORDER BY events.transaction_id, events.global_position
+          LIMIT $5",
+    )
+    .bind(after.transaction_text())
+    .bind(after.global_position)
+    .bind(until.transaction_text())
+    .bind(until.global_position)
+    .bind(limit)
+    .bind(aggregate_types)
+    .fetch_all(&mut *conn)
+    .await?;
     rows.iter().map(StoredEvent::from_row).collect()
 }
 

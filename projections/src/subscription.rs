@@ -54,8 +54,15 @@ pub trait Projection: Send + Sync + 'static {
         &[]
     }
 
+    /// The tables it keeps, for rebuilds ([`crate::rebuild`]); none by default (not
+    /// rebuildable).
+    fn tables(&self) -> crate::rebuild::Tables {
+        crate::rebuild::Tables::default()
+    }
+
     /// Applies one event inside the batch's transaction. Events the read model does not
-    /// care about are ignored; an error rolls back the whole batch.
+    /// care about are ignored; an error rolls back the whole batch. It reads nothing but
+    /// the event and the projection's own tables, so a rebuild gives the same rows.
     fn apply(
         &self,
         conn: &mut PgConnection,

@@ -297,3 +297,155 @@ pub async fn send(router: &axum::Router, request: Request<Body>) -> Response {
         text,
     }
 }
+
+/// Drives every kind of command through the API (users, workspaces and their settings
+/// and tier, members added, changed and removed, keys created, changed, rotated and
+/// revoked, all six record kinds created, changed and deleted, a workspace deleted);
+/// returns the owner of the workspace it all happened in.
+pub async fn every_kind_of_command(app: &TestApp) -> User {
+    const V1: &str = "/api/v1";
+    let owner = app.signup("owner@workload.example", "Workload").await;
+    let other = app.signup("other@workload.example", "Other").await;
+    let ws = owner.workspace_id.clone();
+    // Every kind of command.
+    app.patch(
+        &format!("{V1}/workspaces/{ws}"),
+        &owner,
+        json!({"name": "Catalog 2", "settings": {"timezone": "Europe/Berlin"}, "tier": "pro"}),
+    )
+    .await
+    .expect(200);
+    app.post(
+        &format!("{V1}/workspaces/{ws}/members"),
+        &owner,
+        json!({"email": other.email, "role": "viewer"}),
+    )
+    .await
+    .expect(201);
+    app.patch(
+        &format!("{V1}/workspaces/{ws}/members/{}", other.user_id),
+        &owner,
+        json!({"role": "admin"}),
+    )
+    .await
+    .expect(200);
+    app.delete(
+        &format!("{V1}/workspaces/{ws}/members/{}", other.user_id),
+        &owner,
+    )
+    .await
+    .expect(204);
+    let key = app
+        .post(
+            &format!("{V1}/api-keys"),
+            &owner,
+            json!({"name": "k", "scopes": ["*"], "ip_allowlist": ["10.0.0.0/8"]}),
+        )
+        .await;
+    let key_id = key.body["data"]["id"].as_str().expect("id").to_string();
+    app.patch(
+        &format!("{V1}/api-keys/{key_id}"),
+        &owner,
+        json!({"name": "k2", "max_age_days": 30}),
+    )
+    .await
+    .expect(200);
+    let rotated = app
+        .post(
+            &format!("{V1}/api-keys/{key_id}/rotate"),
+            &owner,
+            json!({"grace_period_hours": 0}),
+        )
+        .await;
+    rotated.expect(200);
+    let new_key = rotated.body["data"]["id"].as_str().expect("id").to_string();
+    app.delete(&format!("{V1}/api-keys/{new_key}"), &owner)
+        .await
+        .expect(204);
+    let project = app
+        .post(
+            &format!("{V1}/projects"),
+            &owner,
+            json!({"name": "P", "tags": ["a"]}),
+        )
+        .await;
+    let project = project.body["data"]["id"].as_str().expect("id").to_string();
+    let company = app
+        .post(
+            &format!("{V1}/companies"),
+            &owner,
+            json!({"name": "C", "domain": "c.example"}),
+        )
+        .await;
+    let company = company.body["data"]["id"].as_str().expect("id").to_string();
+    let contact = app
+        .post(
+            &format!("{V1}/contacts"),
+            &owner,
+            json!({"name": "K", "email": "k@c.example", "company_id": company}),
+        )
+        .await;
+    let contact = contact.body["data"]["id"].as_str().expect("id").to_string();
+    for (path, body, patch) in [
+        (
+            "tasks",
+            json!({"project_id": project, "title": "T", "due_date": "2026-12-24"}),
+            json!({"status": "done"}),
+        ),
+        (
+            "deals",
+            json!({"name": "D", "amount_cents": 100, "company_id": company, "contact_id": contact}),
+            json!({"stage": "won"}),
+        ),
+        (
+            "documents",
+            json!({"title": "Doc", "body": "# Hi"}),
+            json!({"tags": ["x"]}),
+        ),
+    ] {
+        let created = app.post(&format!("{V1}/{path}"), &owner, body).await;
+        created.expect(201);
+        let id = created.body["data"]["id"].as_str().expect("id").to_string();
+        app.patch(&format!("{V1}/{path}/{id}"), &owner, patch)
+            .await
+            .expect(200);
+        app.delete(&format!("{V1}/{path}/{id}"), &owner)
+            .await
+            .expect(204);
+    }
+    app.patch(
+        &format!("{V1}/projects/{project}"),
+        &owner,
+        json!({"status": "archived"}),
+    )
+    .await
+    .expect(200);
+    app.patch(
+        &format!("{V1}/contacts/{contact}"),
+        &owner,
+        json!({"phone": "+44 20 7946 0958"}),
+    )
+    .await
+    .expect(200);
+    app.patch(
+        &format!("{V1}/companies/{company}"),
+        &owner,
+        json!({"domain": null}),
+    )
+    .await
+    .expect(200);
+    app.delete(&format!("{V1}/contacts/{contact}"), &owner)
+        .await
+        .expect(204);
+    app.delete(&format!("{V1}/companies/{company}"), &owner)
+        .await
+        .expect(204);
+    app.delete(&format!("{V1}/projects/{project}"), &owner)
+        .await
+        .expect(204);
+    app.delete(&format!("{V1}/workspaces/{}", other.workspace_id), &other)
+        .await
+        .expect(204);
+
+    owner
+}

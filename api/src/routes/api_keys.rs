@@ -61,7 +61,7 @@ static KEYS: ListSpec = ListSpec {
             'ip_allowlist', to_jsonb(k.ip_allowlist), 'max_age_days', k.max_age_days,
             'expires_at', rfc3339(k.expires_at), 'last_used_at', rfc3339(u.last_used_at),
             'created_at', rfc3339(k.created_at), 'updated_at', rfc3339(k.updated_at),
-            'created_by', k.created_by, 'status', api_key_status(k, now()),
+            'created_by', with_actor_name(k.created_by), 'status', api_key_status(k, now()),
             'replaced_by', k.replaced_by, 'rotated_from', k.rotated_from, 'version', k.version,
             'grace_period_ends_at', rfc3339(k.grace_period_ends_at))",
     id: "k.id",

@@ -23,7 +23,7 @@ impl Resource for Companies {
 static SPEC: ListSpec = ListSpec {
     from: "companies co",
     item: "jsonb_build_object('id', co.id, 'workspace_id', co.workspace_id, 'name', co.name,
-            'domain', co.domain, 'created_by', co.created_by,
+            'domain', co.domain, 'created_by', with_actor_name(co.created_by),
             'created_at', rfc3339(co.created_at), 'updated_at', rfc3339(co.updated_at),
             'version', co.version)",
     id: "co.id",

@@ -25,7 +25,7 @@ static SPEC: ListSpec = ListSpec {
     from: "deals d",
     item: "jsonb_build_object('id', d.id, 'workspace_id', d.workspace_id, 'name', d.name,
             'amount_cents', d.amount_cents, 'currency', d.currency, 'stage', d.stage,
-            'company_id', d.company_id, 'contact_id', d.contact_id, 'created_by', d.created_by,
+            'company_id', d.company_id, 'contact_id', d.contact_id, 'created_by', with_actor_name(d.created_by),
             'created_at', rfc3339(d.created_at), 'updated_at', rfc3339(d.updated_at),
             'version', d.version)",
     id: "d.id",

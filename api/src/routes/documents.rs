@@ -23,7 +23,7 @@ impl Resource for Documents {
 static SPEC: ListSpec = ListSpec {
     from: "documents doc",
     item: "jsonb_build_object('id', doc.id, 'workspace_id', doc.workspace_id, 'title', doc.title,
-            'body', doc.body, 'tags', to_jsonb(doc.tags), 'created_by', doc.created_by,
+            'body', doc.body, 'tags', to_jsonb(doc.tags), 'created_by', with_actor_name(doc.created_by),
             'created_at', rfc3339(doc.created_at), 'updated_at', rfc3339(doc.updated_at),
             'version', doc.version)",
     id: "doc.id",

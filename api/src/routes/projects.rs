@@ -24,7 +24,7 @@ static SPEC: ListSpec = ListSpec {
     from: "projects p",
     item: "jsonb_build_object('id', p.id, 'workspace_id', p.workspace_id, 'name', p.name,
             'description', p.description, 'status', p.status, 'owner_id', p.owner_id,
-            'tags', to_jsonb(p.tags), 'created_by', p.created_by,
+            'tags', to_jsonb(p.tags), 'created_by', with_actor_name(p.created_by),
             'created_at', rfc3339(p.created_at), 'updated_at', rfc3339(p.updated_at),
             'version', p.version)",
     id: "p.id",

@@ -29,7 +29,7 @@ static SPEC: ListSpec = ListSpec {
         "jsonb_build_object('id', t.id, 'workspace_id', t.workspace_id, 'project_id', t.project_id,
             'title', t.title, 'description', t.description, 'status', t.status,
             'priority', t.priority, 'assignee_id', t.assignee_id, 'due_date', to_jsonb(t.due_date),
-            'tags', to_jsonb(t.tags), 'created_by', t.created_by,
+            'tags', to_jsonb(t.tags), 'created_by', with_actor_name(t.created_by),
             'created_at', rfc3339(t.created_at), 'updated_at', rfc3339(t.updated_at),
             'version', t.version)",
     id: "t.id",

@@ -11,7 +11,7 @@
 
 use std::marker::PhantomData;
 
-use chrono::SubsecRound;
+use chrono::{DateTime, SubsecRound, Utc};
 use pulsar_domain::record::{Record, RecordEvent, RecordKind};
 use sqlx::PgConnection;
 
@@ -55,12 +55,12 @@ impl<T: RecordTable> Default for RecordProjection<T> {
         let exprs: Vec<&str> = T::COLUMNS.iter().map(|(_, e)| *e).collect();
         let (columns, exprs) = (columns.join(", "), exprs.join(", "));
         // Any number of creations in one statement (a batch's consecutive ones). The
-        // creator's display name is resolved now, so lists need no joins.
+        // creator is stored as the event states it; lists add the name as they read.
         let insert = format!(
             "WITH created AS (
                 INSERT INTO {table} (id, workspace_id, created_by, version, created_at, updated_at, {columns})
                 SELECT e.id, e.workspace_id,
-                       jsonb_build_object('type', e.actor_type, 'id', e.actor_id, 'name', actor_name(e.actor_id)),
+                       jsonb_build_object('type', e.actor_type, 'id', e.actor_id),
                        e.version, e.at, e.at, {exprs}
                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                               $6::timestamptz[], $7::jsonb[])
@@ -71,15 +71,20 @@ impl<T: RecordTable> Default for RecordProjection<T> {
              ON CONFLICT (workspace_id, feature)
              DO UPDATE SET count = workspace_record_counts.count + EXCLUDED.count"
         );
+        // A run of changes in one statement; each row gets the last change of its id.
         let update = format!(
-            "UPDATE {table} SET ({columns}) = (SELECT {exprs} FROM (SELECT $2::jsonb AS f) AS event),
-                    version = $3, updated_at = $4
-              WHERE id = $1"
+            "UPDATE {table} t
+                SET ({columns}) = (SELECT {exprs} FROM (SELECT u.f AS f) AS event),
+                    version = u.version, updated_at = u.at
+               FROM unnest($1::text[], $2::jsonb[], $3::bigint[], $4::timestamptz[])
+                    AS u(id, f, version, at)
+              WHERE t.id = u.id"
         );
         let delete = format!(
-            "WITH deleted AS (DELETE FROM {table} WHERE id = $1 RETURNING workspace_id)
-             UPDATE workspace_record_counts c SET count = c.count - 1
-               FROM deleted WHERE c.workspace_id = deleted.workspace_id AND c.feature = '{table}'"
+            "WITH deleted AS (DELETE FROM {table} WHERE id = ANY($1) RETURNING workspace_id)
+             UPDATE workspace_record_counts c SET count = c.count - d.n
+               FROM (SELECT workspace_id, count(*) AS n FROM deleted GROUP BY workspace_id) d
+              WHERE c.workspace_id = d.workspace_id AND c.feature = '{table}'"
         );
         Self {
             insert,
@@ -98,47 +103,98 @@ struct Creations {
     actor_types: Vec<&'static str>,
     actor_ids: Vec<String>,
     versions: Vec<i64>,
-    at: Vec<chrono::DateTime<chrono::Utc>>,
+    at: Vec<DateTime<Utc>>,
     fields: Vec<serde_json::Value>,
 }
 
+/// A run of consecutive events of one kind, applied as one statement.
+enum Run {
+    Creations(Creations),
+    /// By id, the last state of each (an update carries the whole state, so the last
+    /// of a run is what the run leaves).
+    Updates(std::collections::HashMap<String, (serde_json::Value, i64, DateTime<Utc>)>),
+    Deletions(Vec<String>),
+}
+
 impl<T: RecordTable> RecordProjection<T> {
-    async fn insert(&self, conn: &mut PgConnection, c: Creations) -> Result<(), ProjectionError> {
-        if c.ids.is_empty() {
-            return Ok(());
+    async fn flush(&self, conn: &mut PgConnection, run: Run) -> Result<(), ProjectionError> {
+        match run {
+            Run::Creations(c) if !c.ids.is_empty() => {
+                sqlx::query(&self.insert)
+                    .bind(c.ids)
+                    .bind(c.workspaces)
+                    .bind(c.actor_types)
+                    .bind(c.actor_ids)
+                    .bind(c.versions)
+                    .bind(c.at)
+                    .bind(c.fields)
+                    .execute(conn)
+                    .await?;
+            }
+            Run::Updates(updates) if !updates.is_empty() => {
+                let mut ids = Vec::with_capacity(updates.len());
+                let mut fields = Vec::with_capacity(updates.len());
+                let mut versions = Vec::with_capacity(updates.len());
+                let mut at = Vec::with_capacity(updates.len());
+                for (id, (f, version, when)) in updates {
+                    ids.push(id);
+                    fields.push(f);
+                    versions.push(version);
+                    at.push(when);
+                }
+                sqlx::query(&self.update)
+                    .bind(ids)
+                    .bind(fields)
+                    .bind(versions)
+                    .bind(at)
+                    .execute(conn)
+                    .await?;
+            }
+            Run::Deletions(ids) if !ids.is_empty() => {
+                sqlx::query(&self.delete).bind(ids).execute(conn).await?;
+            }
+            _ => {}
         }
-        sqlx::query(&self.insert)
-            .bind(c.ids)
-            .bind(c.workspaces)
-            .bind(c.actor_types)
-            .bind(c.actor_ids)
-            .bind(c.versions)
-            .bind(c.at)
-            .bind(c.fields)
-            .execute(conn)
-            .await?;
         Ok(())
     }
 
-    /// Applies one event; creations are gathered into `pending` for one insert, which
-    /// is flushed before anything else touches the table so log order holds.
+    /// Adds one event to the current run, first flushing the run if the event is of
+    /// another kind, so that runs apply in log order.
     async fn step(
         &self,
         conn: &mut PgConnection,
         event: &StoredEvent,
-        pending: &mut Creations,
+        run: &mut Run,
     ) -> Result<(), ProjectionError> {
         if !T::TYPES.contains(&event.aggregate_type.as_str()) {
             return Ok(());
         }
         let id = &event.aggregate_id;
         let at = event.recorded_at.trunc_subsecs(3);
-        match event.decode::<Record<T::Kind>>()?.payload {
-            RecordEvent::Created {
-                workspace_id,
-                fields,
-                created_by,
-            } => {
+        let payload = event.decode::<Record<T::Kind>>()?.payload;
+        let same_kind = matches!(
+            (&payload, &*run),
+            (RecordEvent::Created { .. }, Run::Creations(_))
+                | (RecordEvent::Updated { .. }, Run::Updates(_))
+                | (RecordEvent::Deleted { .. }, Run::Deletions(_))
+        );
+        if !same_kind {
+            let next = match &payload {
+                RecordEvent::Created { .. } => Run::Creations(Creations::default()),
+                RecordEvent::Updated { .. } => Run::Updates(Default::default()),
+                RecordEvent::Deleted { .. } => Run::Deletions(Vec::new()),
+            };
+            self.flush(conn, std::mem::replace(run, next)).await?;
+        }
+        match (payload, run) {
+            (
+                RecordEvent::Created {
+                    workspace_id,
+                    fields,
+                    created_by,
+                },
+                Run::Creations(pending),
+            ) => {
                 pending.ids.push(id.clone());
                 pending.workspaces.push(workspace_id);
                 pending.actor_types.push(created_by.actor_type.as_str());
@@ -147,19 +203,14 @@ impl<T: RecordTable> RecordProjection<T> {
                 pending.at.push(at);
                 pending.fields.push(fields_json(&fields)?);
             }
-            RecordEvent::Updated { fields, .. } => {
-                self.insert(conn, std::mem::take(pending)).await?;
-                sqlx::query(&self.update)
-                    .bind(id)
-                    .bind(fields_json(&fields)?)
-                    .bind(event.sequence)
-                    .bind(at)
-                    .execute(conn)
-                    .await?;
+            (RecordEvent::Updated { fields, .. }, Run::Updates(pending)) => {
+                pending.insert(id.clone(), (fields_json(&fields)?, event.sequence, at));
             }
-            RecordEvent::Deleted { .. } => {
-                self.insert(conn, std::mem::take(pending)).await?;
-                sqlx::query(&self.delete).bind(id).execute(conn).await?;
+            (RecordEvent::Deleted { .. }, Run::Deletions(pending)) => pending.push(id.clone()),
+            _ => {
+                return Err(ProjectionError::Decode(
+                    "a run of one kind received another".into(),
+                ))
             }
         }
         Ok(())
@@ -179,6 +230,16 @@ impl<T: RecordTable> Projection for RecordProjection<T> {
         T::TYPES
     }
 
+    fn tables(&self) -> crate::rebuild::Tables {
+        crate::rebuild::Tables {
+            owned: vec![T::NAME],
+            shared: vec![(
+                "workspace_record_counts",
+                format!("feature = '{}'", T::NAME),
+            )],
+        }
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -187,17 +248,18 @@ impl<T: RecordTable> Projection for RecordProjection<T> {
         self.apply_batch(conn, std::slice::from_ref(event)).await
     }
 
-    /// Set-based: a batch's consecutive creations become one multi-row insert (under
-    /// load most of a batch), updates and deletions one statement each, in log order.
+    /// Set-based: each run of consecutive creations, changes or deletions in a batch
+    /// is one statement (a multi-row insert, an update from an array, a delete by ids),
+    /// the runs in log order.
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let mut pending = Creations::default();
+        let mut run = Run::Creations(Creations::default());
         for event in events {
-            self.step(conn, event, &mut pending).await?;
+            self.step(conn, event, &mut run).await?;
         }
-        self.insert(conn, pending).await
+        self.flush(conn, run).await
     }
 }

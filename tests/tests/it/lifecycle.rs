@@ -54,17 +54,24 @@ async fn create_key(app: &TestApp, user: &User, body: Value) -> Key {
     }
 }
 
-/// A session made from a key, through `node`.
+/// A session made from a key, through `node` (which learns of a key created on
+/// another node within a notification's latency, so it may take a moment).
 async fn key_session(node: &Process, key: &Key) -> String {
-    let response = node
-        .call(
+    let login = || async {
+        node.call(
             "POST",
             &format!("{V1}/auth/login"),
             None,
             Some(json!({"apiKey": key.api_key, "apiSecret": key.api_secret})),
             &[],
         )
-        .await;
+        .await
+    };
+    eventually("the node knows the new key", || async {
+        login().await.status == 200
+    })
+    .await;
+    let response = login().await;
     response.expect(200);
     response.body["token"].as_str().expect("token").to_string()
 }
@@ -399,6 +406,12 @@ async fn a_tier_change_is_an_owners_act_and_every_node_limits_by_it_at_once() {
     .await;
     let projects = format!("{V1}/projects");
     let limit = |response: Response| response.header("x-ratelimit-limit").map(str::to_string);
+    for full in [&key.full, &own.full] {
+        eventually("B knows the new keys", || async {
+            get(&b, &projects, full).await.status == 200
+        })
+        .await;
+    }
     // Free: 60 per minute, no burst (× the test scale of 100).
     assert_eq!(
         limit(get(&b, &projects, &key.full).await).as_deref(),

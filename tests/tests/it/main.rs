@@ -11,5 +11,6 @@ mod http;
 mod idempotency;
 mod identity;
 mod lifecycle;
+mod rebuild;
 mod subscriptions;
 mod workspace_data;
