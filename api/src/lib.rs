@@ -1,40 +1,35 @@
-//! Pulsar's API: the axum router, the policy layer, REST handlers, the OpenAPI document,
-//! and the runtime that `pulsar serve` starts.
+//! Pulsar's API: the application layer (use cases), the adapters over it (REST, with
+//! its HTTP conventions and OpenAPI document), and the runtime that `pulsar serve` starts.
+//!
+//! Layers, and the direction of calls (docs/architecture.md):
+//!
+//! ```text
+//! rest (axum handlers)  ──┐
+//! mcp (JSON-RPC tools)  ──┼──> application (use cases) ──> domain (aggregates, rules)
+//! cli (pulsar …)        ──┘            │                 └─> projections (read models, log)
+//!          http (middleware, edge, authentication layer) wraps the REST routes
+//! ```
 //!
 //! Layout:
-//! - [`config`]: every operator setting, typed, from `PULSAR_*` variables.
-//! - [`app`]: the router ([`app::app`]), separate from `main` so tests drive it.
-//! - [`middleware`], [`request_id`], [`extract`], [`error`]: the HTTP conventions of
-//!   API.md section 3, built once: request ids, client IPs, the error envelope.
-//! - [`edge`]: what paths and query strings may hold, checked once for every route
-//!   against the OpenAPI document.
-//! - [`auth`]: principals, workspace resolution and scope checks.
-//! - [`idempotency`]: `Idempotency-Key` replay for every write.
-//! - [`commands`]: executing commands with conflict retries and read-your-writes.
-//! - [`routes`]: one module per resource.
-//! - [`runtime`]: migrations, subscriptions and their shutdown, for `serve` and tests.
+//! - [`application`]: every use case, typed in and out, no HTTP types; authority checks.
+//! - [`http`]: request context, the error envelope, input checks at the edge, strict
+//!   JSON, the authentication layer, idempotency, the OpenAPI document.
+//! - [`rest`]: one module per resource: extract, call the use case, render.
+//! - [`router`]: the router ([`app`]), separate from `main` so tests drive it.
+//! - [`config`], [`state`], [`runtime`], [`db`], [`clock`], [`metrics`]: settings, the
+//!   shared handles, migrations and background tasks, the clock tests move.
 
-pub mod app;
-pub mod auth;
-pub mod claims;
+pub mod application;
 pub mod clock;
-pub mod commands;
 pub mod config;
 pub mod db;
-pub mod edge;
-pub mod error;
-pub mod extract;
-pub mod idempotency;
+pub mod http;
 pub mod metrics;
-pub mod middleware;
-pub mod openapi;
-pub mod rate_limit;
-pub mod request_id;
-pub mod routes;
+pub mod rest;
+pub mod router;
 pub mod runtime;
 pub mod state;
-pub mod usage;
 
-pub use app::app;
 pub use config::Config;
+pub use router::app;
 pub use state::AppState;

@@ -210,7 +210,7 @@ async fn flush_usage(state: AppState, interval: Duration, mut shutdown: watch::R
         if let Err(error) = state.usage.flush(&state.pool).await {
             tracing::warn!(%error, "could not flush key usage; keeping the counts for the next try");
         }
-        if let Err(error) = crate::idempotency::purge_expired(&state.pool).await {
+        if let Err(error) = crate::http::idempotency::purge_expired(&state.pool).await {
             tracing::warn!(%error, "could not purge expired idempotency keys");
         }
         if stop {

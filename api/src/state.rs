@@ -7,12 +7,12 @@ use pulsar_projections::list::CountCache;
 use pulsar_projections::Subscriptions;
 use sqlx::PgPool;
 
+use crate::application::commands::Commands;
+use crate::application::rate_limit::RateLimiter;
+use crate::application::usage::KeyUsage;
 use crate::clock::Clock;
-use crate::commands::Commands;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
-use crate::usage::KeyUsage;
 
 /// Cheap to clone: everything is behind `Arc`s or is a pool handle.
 #[derive(Clone, Debug)]

@@ -2,6 +2,7 @@
 
 use chrono::SubsecRound;
 use cqrs_es::Aggregate;
+use pulsar_domain::scopes::Role;
 use pulsar_domain::user::{User, UserEvent};
 use pulsar_domain::workspace::{Workspace, WorkspaceEvent};
 use sqlx::PgConnection;
@@ -169,4 +170,35 @@ async fn apply_workspace(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// `user_id`'s role in `workspace_id`, if they are a member.
+pub async fn role_of(
+    pool: &sqlx::PgPool,
+    workspace_id: &str,
+    user_id: &str,
+) -> Result<Option<Role>, sqlx::Error> {
+    let role: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
+    )
+    .bind(workspace_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(role.as_deref().and_then(Role::parse))
+}
+
+/// A user's primary workspace, the one they joined first, with their role there.
+pub async fn primary_workspace(
+    pool: &sqlx::PgPool,
+    user_id: &str,
+) -> Result<Option<(String, Role)>, sqlx::Error> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT workspace_id, role FROM workspace_members WHERE user_id = $1
+          ORDER BY created_at, workspace_id LIMIT 1",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(workspace_id, role)| Some((workspace_id, Role::parse(&role)?))))
 }

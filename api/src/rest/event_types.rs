@@ -21,8 +21,8 @@ use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Auth;
-use crate::error::Result;
+use crate::application::Auth;
+use crate::application::Result;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -6,7 +6,7 @@
 //!   (400 `bad_request`).
 //! - A route accepts exactly the query parameters its OpenAPI operation declares (which
 //!   include the scoping parameter `workspaceId` on every authenticated operation, see
-//!   [`crate::openapi`]); anything else, or one given twice, is 400. Routes outside the
+//!   [`crate::http::openapi`]); anything else, or one given twice, is 400. Routes outside the
 //!   document (`/healthz`, `/docs`, ...) take none. Because the rules are read from the
 //!   document, the contract states what the edge enforces, and a new route is covered
 //!   the moment it is documented.
@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::OpenApi;
 
-use crate::error::Error;
+use crate::application::Error;
 
 /// Query parameters per route, from the OpenAPI document.
 #[derive(Debug, Default)]

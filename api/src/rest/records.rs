@@ -27,11 +27,11 @@ use serde_json::{Map, Value};
 use sqlx::{Postgres, QueryBuilder, Row};
 use utoipa::ToSchema;
 
-use crate::auth::Auth;
-use crate::error::{Error, Result};
-use crate::extract::{IdKind, QueryPairs};
-use crate::middleware::no_content;
-use crate::openapi::Listed;
+use crate::application::Auth;
+use crate::application::{Error, Result};
+use crate::http::extract::{IdKind, QueryPairs};
+use crate::http::middleware::no_content;
+use crate::http::openapi::Listed;
 use crate::state::AppState;
 
 /// One collection of workspace data.
@@ -413,10 +413,10 @@ macro_rules! record_routes {
 
         use super::records::{self, RecordOut};
         use super::{CreatedOut, DataOut, ErrorOut, ListOut};
-        use crate::auth::Auth;
-        use crate::error::Result;
-        use crate::extract::{Json, PathId, QueryPairs};
-        use crate::openapi::{ItemQuery, ListQuery};
+        use crate::application::Auth;
+        use crate::application::Result;
+        use crate::http::extract::{Json, PathId, QueryPairs};
+        use crate::http::openapi::{ItemQuery, ListQuery};
         use crate::state::AppState;
 
         pub fn router() -> OpenApiRouter<AppState> {

@@ -4,7 +4,7 @@
 
 use sqlx::PgPool;
 
-use crate::error::Result;
+use crate::application::Result;
 
 /// Kinds of claims.
 pub const WORKSPACE_SLUG: &str = "workspace_slug";

@@ -10,8 +10,8 @@ use pulsar_domain::validate::field_error;
 use pulsar_domain::ValidationErrors;
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
-use crate::middleware::RequestContext;
+use crate::application::Error;
+use crate::application::RequestContext;
 
 /// A JSON body: 415 without a JSON content type, 413 over the body limit, 400 when it
 /// is not JSON, 422 with per-field messages when it does not fit the request type.
@@ -164,7 +164,7 @@ pub mod strict {
     use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde_json::{Map, Number, Value};
 
-    use crate::error::Error;
+    use crate::application::Error;
 
     /// More items than any array of this API may hold (its largest limit is 100): a
     /// longer one is refused while it is read, so its cost stops there.

@@ -12,25 +12,13 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use tracing::Instrument;
 
-use crate::error::{envelope, Error};
-use crate::request_id;
+use crate::application::{ClientIp, Error, RequestContext};
+use crate::http::error::envelope;
+use crate::http::request_id;
 use crate::state::AppState;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_PULSE_ID: HeaderName = HeaderName::from_static("x-pulse-id");
-
-/// Who is calling, as far as the network tells: the socket peer, or the
-/// `X-Forwarded-For` entry the trusted-proxy rule picks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
-
-/// Per-request facts handlers and extractors read.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub request_id: String,
-    pub client_ip: ClientIp,
-    pub user_agent: String,
-}
 
 /// The client IP under the trusted-proxy rule: walk `X-Forwarded-For` from the right
 /// (the entry our nearest proxy added) while the hop is a trusted proxy; the first
@@ -100,7 +88,7 @@ pub async fn request_context(
     let method = request.method().clone();
     request
         .extensions_mut()
-        .insert(crate::extract::BodyLimit(state.config.max_body_bytes));
+        .insert(crate::http::extract::BodyLimit(state.config.max_body_bytes));
     request.extensions_mut().insert(RequestContext {
         request_id: request_id.clone(),
         client_ip: ClientIp(ip),

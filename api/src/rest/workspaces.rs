@@ -17,12 +17,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{created, data, CreatedOut, DataOut, ErrorOut, ListOut};
-use crate::auth::{Auth, Principal};
-use crate::claims;
-use crate::error::{Error, Result};
-use crate::extract::{Json, MemberIds, PathId, PathIds, QueryPairs, WorkspaceIds};
-use crate::middleware::no_content;
-use crate::openapi::{ListQuery, Listed};
+use crate::application::claims;
+use crate::application::{Auth, Principal};
+use crate::application::{Error, Result};
+use crate::http::extract::{Json, MemberIds, PathId, PathIds, QueryPairs, WorkspaceIds};
+use crate::http::middleware::no_content;
+use crate::http::openapi::{ListQuery, Listed};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -263,7 +263,7 @@ pub struct WorkspacePatch {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F\s]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u001F\u007F-\u009F\s])?$"
     )]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "crate::extract::object_only")]
+    #[serde(default, deserialize_with = "crate::http::extract::object_only")]
     pub settings: Option<SettingsPatchIn>,
     /// A new plan tier (owners only): its rate and feature limits apply on every node
     /// within a second.
@@ -319,7 +319,7 @@ async fn workspace_item(
     principal: &Principal,
 ) -> Result<Value> {
     let item = match principal.kind {
-        crate::auth::PrincipalKind::User => {
+        crate::application::PrincipalKind::User => {
             list::fetch_one(
                 &state.pool,
                 &WORKSPACES,
@@ -330,7 +330,7 @@ async fn workspace_item(
             )
             .await?
         }
-        crate::auth::PrincipalKind::ApiKey(_) => {
+        crate::application::PrincipalKind::ApiKey(_) => {
             list::fetch_one(
                 &state.pool,
                 &KEY_WORKSPACE,
@@ -426,8 +426,8 @@ async fn list_workspaces(
     query: QueryPairs,
 ) -> Result<Response> {
     let scope = match &principal.kind {
-        crate::auth::PrincipalKind::User => vec![("m.user_id", principal.id.clone())],
-        crate::auth::PrincipalKind::ApiKey(_) => {
+        crate::application::PrincipalKind::User => vec![("m.user_id", principal.id.clone())],
+        crate::application::PrincipalKind::ApiKey(_) => {
             return Err(Error::AccessDenied(
                 "API keys act in their own workspace only.".into(),
             ))

@@ -54,7 +54,7 @@ impl Modify for Security {
 
 /// Declares the workspace-scoping inputs of API.md section 1 (`X-Workspace-ID`, whose
 /// alias `X-Account-ID` it describes, and `workspaceId`) on every authenticated operation, so the document
-/// states what the edge accepts ([`crate::edge`] reads its rules from here), and the
+/// states what the edge accepts ([`crate::http::edge`] reads its rules from here), and the
 /// shape of path ids.
 pub fn scoping_parameters(openapi: &mut Document) {
     use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
@@ -64,7 +64,7 @@ pub fn scoping_parameters(openapi: &mut Document) {
     let workspace_id = || {
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .pattern(Some(crate::openapi::WORKSPACE_ID_PATTERN))
+            .pattern(Some(crate::http::openapi::WORKSPACE_ID_PATTERN))
             .build()
     };
     let parameter = |name: &str, place: ParameterIn, description: &str| {
@@ -101,7 +101,7 @@ pub fn scoping_parameters(openapi: &mut Document) {
             }
             let parameters = operation.parameters.get_or_insert_with(Vec::new);
             parameters.push(parameter(
-                crate::routes::SCOPING_PARAMETER,
+                crate::rest::SCOPING_PARAMETER,
                 ParameterIn::Query,
                 "The workspace to act in (after the two headers); a key may name only its own.",
             ));
@@ -377,7 +377,7 @@ pub fn finish(openapi: &Document) -> serde_json::Value {
         }
     }
     patch_bodies(&mut doc);
-    crate::routes::event_types::Catalog::build().document(&mut doc);
+    crate::rest::event_types::Catalog::build().document(&mut doc);
     let error = |description: &str| {
         json!({
             "description": description,

@@ -18,10 +18,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ErrorOut;
-use crate::auth::{self, primary_workspace, Principal};
-use crate::error::{is_unique_violation, Error, Result};
-use crate::extract::Json;
-use crate::middleware::{no_content, RequestContext};
+use crate::application::authentication::{self as auth, primary_workspace};
+use crate::application::error::{is_unique_violation, Error, Result};
+use crate::application::Principal;
+use crate::application::RequestContext;
+use crate::http::extract::Json;
+use crate::http::middleware::no_content;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -11,27 +11,27 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::edge::{self, QueryRules};
-use crate::middleware::{self, not_found};
-use crate::openapi::ApiDoc;
-use crate::routes;
+use crate::http::edge::{self, QueryRules};
+use crate::http::middleware::{self, not_found};
+use crate::http::openapi::ApiDoc;
+use crate::rest;
 use crate::state::AppState;
 
 /// The OpenAPI document and the `/api/v1` routes it describes.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(routes::auth::router())
-        .merge(routes::workspaces::router())
-        .merge(routes::api_keys::router())
-        .merge(routes::projects::router())
-        .merge(routes::tasks::router())
-        .merge(routes::contacts::router())
-        .merge(routes::companies::router())
-        .merge(routes::deals::router())
-        .merge(routes::documents::router())
-        .merge(routes::event_types::router())
+        .merge(rest::auth::router())
+        .merge(rest::workspaces::router())
+        .merge(rest::api_keys::router())
+        .merge(rest::projects::router())
+        .merge(rest::tasks::router())
+        .merge(rest::contacts::router())
+        .merge(rest::companies::router())
+        .merge(rest::deals::router())
+        .merge(rest::documents::router())
+        .merge(rest::event_types::router())
         .split_for_parts();
-    crate::openapi::scoping_parameters(&mut openapi);
+    crate::http::openapi::scoping_parameters(&mut openapi);
     (router, openapi)
 }
 
@@ -41,7 +41,7 @@ pub fn app(state: AppState) -> Router {
     openapi.info.version = env!("CARGO_PKG_VERSION").to_string();
     let rules = Arc::new(QueryRules::from_openapi(&openapi, "/api/v1"));
     let openapi_json =
-        serde_json::to_string_pretty(&crate::openapi::finish(&openapi)).unwrap_or_default();
+        serde_json::to_string_pretty(&crate::http::openapi::finish(&openapi)).unwrap_or_default();
     let api = api.route(
         "/openapi.json",
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi_json) }),
@@ -50,15 +50,15 @@ pub fn app(state: AppState) -> Router {
     let api = api
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::idempotency::idempotency,
+            crate::http::idempotency::idempotency,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::authenticate,
+            crate::http::authenticate::authenticate,
         ));
     Router::new()
         .nest("/api/v1", api)
-        .merge(routes::ops::router())
+        .merge(rest::ops::router())
         .route(
             "/docs",
             get(|| async { Html(include_str!("docs.html")).into_response() }),

@@ -1,13 +1,10 @@
-//! The one error type of the HTTP edge. Every error becomes API.md's envelope:
-//! `{error, message, errors?, request_id}`; internal details are logged, never shown.
+//! The application's one error type: every way a use case can fail, each with the
+//! machine-readable code of API.md section 3 and a message safe to show. Adapters turn
+//! it into their own answer (REST: [`crate::http::error`], the envelope and a status).
+//! Internal details are logged, never shown.
 
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use cqrs_es::AggregateError;
 use pulsar_domain::{DomainError, ValidationErrors};
-use serde_json::{json, Map, Value};
-
-use crate::request_id;
 
 /// Handler result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -27,7 +24,7 @@ pub enum Error {
     IpNotAllowed,
     /// Over the tier's rate limit.
     #[error("rate limit exceeded")]
-    RateLimited(crate::rate_limit::Decision),
+    RateLimited(crate::application::rate_limit::Decision),
     #[error("{0}")]
     AccessDenied(String),
     /// The workspace's tier allows no more of `feature`.
@@ -81,26 +78,6 @@ impl Error {
         Self::NotFound(format!("{what} not found."))
     }
 
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) | Self::KeyRotationRequired => StatusCode::UNAUTHORIZED,
-            Self::IpNotAllowed => StatusCode::FORBIDDEN,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::AccessDenied(_) | Self::FeatureLimitReached { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) | Self::IdempotencyConflict => StatusCode::CONFLICT,
-            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     /// The machine-readable `error` code of API.md section 3.
     pub fn code(&self) -> &'static str {
         match self {
@@ -125,7 +102,8 @@ impl Error {
         }
     }
 
-    fn message(&self) -> String {
+    /// What the caller is told.
+    pub fn message(&self) -> String {
         match self {
             Self::Validation(_) => "The given data was invalid.".into(),
             Self::MethodNotAllowed => "The method is not allowed for this resource.".into(),
@@ -165,81 +143,6 @@ impl Error {
             } => format!("The {tier} plan allows {limit} {feature}; upgrade to create more."),
             other => other.to_string(),
         }
-    }
-}
-
-/// The error envelope; also used for errors produced outside handlers.
-pub fn envelope(code: &str, message: &str, extra: Option<Map<String, Value>>) -> Value {
-    let mut body = Map::new();
-    body.insert("error".into(), json!(code));
-    body.insert("message".into(), json!(message));
-    if let Some(extra) = extra {
-        body.extend(extra);
-    }
-    if let Some(id) = request_id::current() {
-        body.insert("request_id".into(), json!(id));
-    }
-    Value::Object(body)
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        match &self {
-            Self::Internal(context) => tracing::error!(error = %context, "request failed"),
-            Self::Unavailable(context) => tracing::warn!(error = %context, "request failed"),
-            _ => tracing::debug!(status = status.as_u16(), error = %self, "request refused"),
-        }
-        let extra = match &self {
-            Self::Validation(errors) => {
-                let mut extra = Map::new();
-                extra.insert("errors".into(), json!(errors.fields()));
-                Some(extra)
-            }
-            Self::RateLimited(decision) => {
-                let mut extra = Map::new();
-                extra.insert(
-                    "retry_after".into(),
-                    json!(decision.retry_after.as_secs_f64().ceil() as u64),
-                );
-                extra.insert("limit".into(), json!(decision.limit));
-                extra.insert("remaining".into(), json!(decision.remaining));
-                extra.insert(
-                    "reset_at".into(),
-                    json!(chrono::DateTime::from_timestamp(decision.reset_at, 0)
-                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))),
-                );
-                Some(extra)
-            }
-            Self::FeatureLimitReached {
-                feature,
-                limit,
-                upgrade_url,
-                ..
-            } => {
-                let mut extra = Map::new();
-                extra.insert("feature".into(), json!(feature));
-                extra.insert("limit".into(), json!(limit));
-                extra.insert("upgrade_url".into(), json!(upgrade_url));
-                Some(extra)
-            }
-            _ => None,
-        };
-        let body = envelope(self.code(), &self.message(), extra);
-        let mut response = (status, axum::Json(body)).into_response();
-        if let Self::RateLimited(decision) = &self {
-            crate::auth::rate_limit_headers(response.headers_mut(), decision);
-            let seconds = decision.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert("retry-after", value);
-            }
-        }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-        }
-        response
     }
 }
 

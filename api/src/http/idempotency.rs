@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::auth::Principal;
-use crate::error::Error;
+use crate::application::Error;
+use crate::application::Principal;
 use crate::state::AppState;
 
 /// Longest accepted key (API.md).
@@ -138,7 +138,7 @@ async fn run(
             // A replayed error is the first one, but its `request_id` must still match
             // this response's X-Request-ID.
             if let Ok(serde_json::Value::Object(mut envelope)) = serde_json::from_slice(&body) {
-                if let Some(id) = crate::request_id::current() {
+                if let Some(id) = crate::http::request_id::current() {
                     envelope.insert("request_id".into(), serde_json::Value::String(id));
                 }
                 body = serde_json::to_vec(&envelope).map_err(Error::internal)?;

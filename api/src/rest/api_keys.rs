@@ -22,12 +22,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{CreatedOut, DataOut, ErrorOut, ListOut};
-use crate::auth::Auth;
-use crate::commands;
-use crate::error::{Error, Result};
-use crate::extract::{double_option, ApiKeyIds, Json, OptionalJson, PathId, QueryPairs};
-use crate::middleware::no_content;
-use crate::openapi::{ListQuery, Listed};
+use crate::application::commands;
+use crate::application::Auth;
+use crate::application::{Error, Result};
+use crate::http::extract::{double_option, ApiKeyIds, Json, OptionalJson, PathId, QueryPairs};
+use crate::http::middleware::no_content;
+use crate::http::openapi::{ListQuery, Listed};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -18,7 +18,7 @@ use pulsar_domain::{DomainError, EventMetadata, Tenanted};
 use pulsar_projections::{log, Position, Subscriptions};
 use sqlx::PgPool;
 
-use crate::error::{Error, Result};
+use crate::application::{Error, Result};
 use crate::metrics::Metrics;
 
 /// How many times a command is retried after losing an aggregate conflict.

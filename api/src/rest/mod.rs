@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::error::{Error, Result};
-use crate::extract::QueryPairs;
+use crate::application::{Error, Result};
+use crate::http::extract::QueryPairs;
 use crate::state::AppState;
 
 pub mod api_keys;

@@ -1,0 +1,27 @@
+//! The application layer: every use case, once, for every adapter.
+//!
+//! A use case takes a typed caller ([`Principal`] or [`Auth`]) and typed input and
+//! returns typed output, a [`pulsar_projections::list::Page`], or an [`Error`]; it knows
+//! nothing of axum, URIs, JSON rendering or JSON-RPC. The REST adapter
+//! ([`crate::rest`]) and the MCP adapter call the same functions and only translate.
+//! Authority is checked here and in the aggregates below, so no adapter can forget it.
+//!
+//! Layout:
+//! - [`error`]: [`Error`], one code per way a use case fails.
+//! - [`context`]: [`RequestContext`], [`Principal`], [`Auth`] (a principal acting in
+//!   one workspace, with its scopes).
+//! - [`authentication`]: API.md's policy chain over a credential.
+//! - [`commands`]: running commands with conflict retries and read-your-writes.
+//! - [`rate_limit`], [`usage`]: per-principal limits and call counting.
+//! - [`claims`]: uniqueness the write side cannot check by itself (slugs).
+
+pub mod authentication;
+pub mod claims;
+pub mod commands;
+pub mod context;
+pub mod error;
+pub mod rate_limit;
+pub mod usage;
+
+pub use context::{Auth, ClientIp, Principal, PrincipalKind, RequestContext, Session};
+pub use error::{Error, Result};
