@@ -21,6 +21,7 @@ pub mod commands;
 pub mod context;
 pub mod error;
 pub mod rate_limit;
+pub mod records;
 pub mod usage;
 
 pub use context::{Auth, ClientIp, Principal, PrincipalKind, RequestContext, Session};

@@ -1,72 +1,9 @@
 //! `/deals` (`crm:*`): a deal may name a company and a contact of the same workspace.
 
-use pulsar_domain::scopes;
-use pulsar_domain::workspace_data::{DealFields, DealKind, DealStage};
-use pulsar_projections::list::{Column, Include, ListSpec};
+use pulsar_domain::workspace_data::DealFields;
 
-use super::records::{record_routes, Resource, Target, COMPANY, CONTACT};
-
-/// The `/deals` collection.
-pub struct Deals;
-
-impl Resource for Deals {
-    type Kind = DealKind;
-    const LABEL: &'static str = "Deal";
-    const NAME: &'static str = pulsar_projections::workspace_data::deals::NAME;
-    const SCOPE: scopes::Resource = scopes::Resource::Crm;
-    const SPEC: &'static ListSpec = &SPEC;
-    const ALIAS_ID: &'static str = "d.id";
-    const ALIAS_WORKSPACE: &'static str = "d.workspace_id";
-    const REFERENCES: &'static [(&'static str, Target)] =
-        &[("company_id", COMPANY), ("contact_id", CONTACT)];
-}
-
-static SPEC: ListSpec = ListSpec {
-    from: "deals d",
-    item: "jsonb_build_object('id', d.id, 'workspace_id', d.workspace_id, 'name', d.name,
-            'amount_cents', d.amount_cents, 'currency', d.currency, 'stage', d.stage,
-            'company_id', d.company_id, 'contact_id', d.contact_id, 'created_by', with_actor_name(d.created_by),
-            'created_at', rfc3339(d.created_at), 'updated_at', rfc3339(d.updated_at),
-            'version', d.version)",
-    id: "d.id",
-    sortable: &[
-        Column { name: "name", sql: "d.name" },
-        Column { name: "amount_cents", sql: "d.amount_cents" },
-        Column { name: "stage", sql: "array_position(ARRAY['lead','qualified','won','lost'], d.stage)" },
-        Column { name: "created_at", sql: "d.created_at" },
-        Column { name: "updated_at", sql: "d.updated_at" },
-    ],
-    nullable: &[],
-    filters: &[
-        Column { name: "stage", sql: "d.stage" },
-        Column { name: "currency", sql: "d.currency" },
-        Column { name: "company_id", sql: "d.company_id" },
-        Column { name: "contact_id", sql: "d.contact_id" },
-    ],
-    filter_values: &[("stage", DealStage::ALL)],
-    id_filters: &[("company_id", <pulsar_domain::workspace_data::CompanyKind as pulsar_domain::record::RecordKind>::ID_PREFIX), ("contact_id", <pulsar_domain::workspace_data::ContactKind as pulsar_domain::record::RecordKind>::ID_PREFIX)],
-    contains_filters: &[],
-    created_at: Some("d.created_at"),
-    updated_at: Some("d.updated_at"),
-    search: Some("d.search"),
-    fields: &[
-        "id", "workspace_id", "name", "amount_cents", "currency", "stage", "company_id",
-        "contact_id", "created_by", "created_at", "updated_at", "version",
-    ],
-    includes: &[
-        Include {
-            name: "company",
-            sql: "(SELECT jsonb_build_object('id', x.id, 'name', x.name, 'domain', x.domain)
-                     FROM companies x WHERE x.id = d.company_id AND x.workspace_id = d.workspace_id)",
-        },
-        Include {
-            name: "contact",
-            sql: "(SELECT jsonb_build_object('id', x.id, 'name', x.name, 'email', x.email)
-                     FROM contacts x WHERE x.id = d.contact_id AND x.workspace_id = d.workspace_id)",
-        },
-    ],
-    default_sort: "-created_at",
-};
+use super::records::record_routes;
+use crate::application::records::Deals;
 
 record_routes! {
     resource: Deals,

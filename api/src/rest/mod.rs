@@ -121,6 +121,17 @@ pub fn list_response(uri: &Uri, query: &QueryPairs, page: Page) -> Response {
     axum::Json(body).into_response()
 }
 
+/// The list query a request's query string asks for, checked against `spec` (400 for
+/// anything it does not know); the scoping parameter is for the authentication layer.
+pub fn list_request(spec: &ListSpec, query: &QueryPairs) -> Result<ListRequest> {
+    ListRequest::parse(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)
+}
+
+/// The `fields` and `include` a single item's query string asks for.
+pub fn item_request(spec: &ListSpec, query: &QueryPairs) -> Result<ListRequest> {
+    ListRequest::item(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)
+}
+
 /// Parses the query against `spec` and runs the list with the given tenant scope.
 pub async fn list(
     state: &AppState,
@@ -132,28 +143,6 @@ pub async fn list(
     let request =
         ListRequest::parse(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)?;
     let page = list::fetch(&state.pool, spec, &request, scope).await?;
-    Ok(list_response(uri, query, page))
-}
-
-/// As [`list`] over the read model kept by subscriber `read_model`, reusing a query's
-/// total while that read model has not moved. Only for lists whose rows depend on
-/// nothing but the read model (no clock-dependent filters).
-pub async fn list_counted(
-    state: &AppState,
-    spec: &ListSpec,
-    uri: &Uri,
-    query: &QueryPairs,
-    scope: &[(&'static str, String)],
-    read_model: &str,
-) -> Result<Response> {
-    let request =
-        ListRequest::parse(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)?;
-    let page = match state.subscriptions.position(read_model) {
-        Some(at) => {
-            list::fetch_counted(&state.pool, spec, &request, scope, &state.counts, at).await?
-        }
-        None => list::fetch(&state.pool, spec, &request, scope).await?,
-    };
     Ok(list_response(uri, query, page))
 }
 

@@ -36,6 +36,50 @@ pub trait RecordTable: Send + Sync + 'static {
     const COLUMNS: &'static [(&'static str, &'static str)];
 }
 
+/// `include=tags` for a collection with a `tags text[]` column: each tag with the number
+/// of the workspace's items of that collection carrying it.
+macro_rules! tags_include {
+    ($table:literal, $alias:literal) => {
+        crate::list::Include {
+            name: "tags",
+            sql: concat!(
+                "(SELECT coalesce(jsonb_agg(jsonb_build_object('name', tg.tag, 'count', ",
+                "(SELECT count(*) FROM ",
+                $table,
+                " x WHERE x.workspace_id = ",
+                $alias,
+                ".workspace_id AND x.tags @> ARRAY[tg.tag])) ORDER BY tg.n), '[]'::jsonb) ",
+                "FROM unnest(",
+                $alias,
+                ".tags) WITH ORDINALITY AS tg(tag, n))"
+            ),
+        }
+    };
+}
+pub(crate) use tags_include;
+
+/// An include of the workspace member named by `$alias.$column` (`null` when they are
+/// no longer a member).
+macro_rules! member_include {
+    ($name:literal, $alias:literal, $column:literal) => {
+        crate::list::Include {
+            name: $name,
+            sql: concat!(
+                "(SELECT jsonb_build_object('id', u.id, 'name', u.name, 'role', m.role) ",
+                "FROM workspace_members m JOIN users u ON u.id = m.user_id ",
+                "WHERE m.workspace_id = ",
+                $alias,
+                ".workspace_id AND m.user_id = ",
+                $alias,
+                ".",
+                $column,
+                ")"
+            ),
+        }
+    };
+}
+pub(crate) use member_include;
+
 /// SQL for a `text[]` column from a JSON array of strings.
 pub const TAGS: &str = "ARRAY(SELECT jsonb_array_elements_text(f->'tags'))";
 
@@ -262,4 +306,61 @@ impl<T: RecordTable> Projection for RecordProjection<T> {
         }
         self.flush(conn, run).await
     }
+}
+
+/// A referenced id to look up in a workspace: `table.column = id`, scoped by the table's
+/// `workspace_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct Reference<'a> {
+    pub table: &'static str,
+    pub column: &'static str,
+    pub id: &'a str,
+}
+
+/// What a write needs to know about its workspace.
+#[derive(Debug, Clone)]
+pub struct Precheck {
+    /// The workspace's tier, as stored.
+    pub tier: String,
+    /// Live items of the feature.
+    pub count: i64,
+    /// For each reference asked about, in order: whether it names a live row there.
+    pub live: Vec<bool>,
+}
+
+/// In one round trip: the workspace's tier, its live count of `feature`, and which of
+/// `references` are live in it; `None` when the workspace does not exist.
+pub async fn precheck(
+    pool: &sqlx::PgPool,
+    workspace_id: &str,
+    feature: &str,
+    references: &[Reference<'_>],
+) -> Result<Option<Precheck>, sqlx::Error> {
+    use sqlx::{Postgres, QueryBuilder, Row};
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "SELECT w.tier, coalesce((SELECT c.count FROM workspace_record_counts c
+                                   WHERE c.workspace_id = w.id AND c.feature = ",
+    );
+    qb.push_bind(feature.to_string()).push("), 0) AS count");
+    for (i, reference) in references.iter().enumerate() {
+        qb.push(format_args!(
+            ", EXISTS (SELECT 1 FROM {} WHERE workspace_id = w.id AND {} = ",
+            reference.table, reference.column
+        ))
+        .push_bind(reference.id.to_string())
+        .push(format_args!(") AS ref{i}"));
+    }
+    qb.push(" FROM workspaces w WHERE w.id = ")
+        .push_bind(workspace_id.to_string());
+    let Some(row) = qb.build().fetch_optional(pool).await? else {
+        return Ok(None);
+    };
+    let live = (0..references.len())
+        .map(|i| row.try_get::<bool, _>(format!("ref{i}").as_str()))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(Precheck {
+        tier: row.try_get("tier")?,
+        count: row.try_get("count")?,
+        live,
+    }))
 }
