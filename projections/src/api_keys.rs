@@ -3,10 +3,90 @@
 use chrono::SubsecRound;
 use cqrs_es::Aggregate;
 use pulsar_domain::api_key::{ApiKey, ApiKeyEvent};
+use pulsar_domain::workspace::Tier;
 use sqlx::PgConnection;
 
+use crate::list::{Column, ListSpec};
 use crate::log::StoredEvent;
 use crate::subscription::{Projection, ProjectionError};
+
+/// The list `/api-keys` serves.
+pub static LIST: ListSpec = ListSpec {
+    from: "api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id",
+    item: "jsonb_build_object('id', k.id, 'name', k.name, 'prefix', k.prefix, 'masked', k.masked,
+            'scopes', to_jsonb(k.scopes), 'rate_limit_tier', k.rate_limit_tier,
+            'ip_allowlist', to_jsonb(k.ip_allowlist), 'max_age_days', k.max_age_days,
+            'expires_at', rfc3339(k.expires_at), 'last_used_at', rfc3339(u.last_used_at),
+            'created_at', rfc3339(k.created_at), 'updated_at', rfc3339(k.updated_at),
+            'created_by', with_actor_name(k.created_by), 'status', api_key_status(k, now()),
+            'replaced_by', k.replaced_by, 'rotated_from', k.rotated_from, 'version', k.version,
+            'grace_period_ends_at', rfc3339(k.grace_period_ends_at))",
+    id: "k.id",
+    sortable: &[
+        Column {
+            name: "name",
+            sql: "k.name",
+        },
+        Column {
+            name: "created_at",
+            sql: "k.created_at",
+        },
+        Column {
+            name: "updated_at",
+            sql: "k.updated_at",
+        },
+        Column {
+            name: "last_used_at",
+            sql: "u.last_used_at",
+        },
+        Column {
+            name: "expires_at",
+            sql: "k.expires_at",
+        },
+    ],
+    nullable: &["last_used_at", "expires_at"],
+    filters: &[
+        Column {
+            name: "status",
+            sql: "api_key_status(k, now())",
+        },
+        Column {
+            name: "rate_limit_tier",
+            sql: "k.rate_limit_tier",
+        },
+    ],
+    created_at: Some("k.created_at"),
+    updated_at: Some("k.updated_at"),
+    search: Some("k.search"),
+    fields: &[
+        "id",
+        "name",
+        "prefix",
+        "masked",
+        "scopes",
+        "rate_limit_tier",
+        "ip_allowlist",
+        "max_age_days",
+        "expires_at",
+        "last_used_at",
+        "created_at",
+        "updated_at",
+        "created_by",
+        "status",
+        "replaced_by",
+        "rotated_from",
+        "grace_period_ends_at",
+        "version",
+    ],
+    includes: &[],
+    filter_values: &[
+        ("status", &["active", "rotating", "expired", "revoked"]),
+        ("rate_limit_tier", Tier::NAMES),
+    ],
+    id_filters: &[],
+    contains_filters: &[],
+    default_sort: "-created_at",
+};
 
 /// Keeps the `api_keys` read model.
 #[derive(Debug, Default)]

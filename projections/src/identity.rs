@@ -4,11 +4,153 @@ use chrono::SubsecRound;
 use cqrs_es::Aggregate;
 use pulsar_domain::scopes::Role;
 use pulsar_domain::user::{User, UserEvent};
-use pulsar_domain::workspace::{Workspace, WorkspaceEvent};
+use pulsar_domain::workspace::{Tier, Workspace, WorkspaceEvent};
 use sqlx::PgConnection;
 
+use crate::list::{Column, ListSpec};
 use crate::log::StoredEvent;
 use crate::subscription::{Projection, ProjectionError};
+
+/// The workspaces a user belongs to, with their role in each.
+pub static WORKSPACES: ListSpec = ListSpec {
+    from: "workspaces w JOIN workspace_members m ON m.workspace_id = w.id",
+    item: "jsonb_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'tier', w.tier,
+            'settings', w.settings, 'pixel_id', w.pixel_id, 'role', m.role,
+            'created_by', w.created_by, 'version', w.version,
+            'created_at', rfc3339(w.created_at), 'updated_at', rfc3339(w.updated_at))",
+    id: "w.id",
+    sortable: &[
+        Column {
+            name: "name",
+            sql: "w.name",
+        },
+        Column {
+            name: "slug",
+            sql: "w.slug",
+        },
+        Column {
+            name: "tier",
+            sql: "w.tier",
+        },
+        Column {
+            name: "created_at",
+            sql: "w.created_at",
+        },
+        Column {
+            name: "updated_at",
+            sql: "w.updated_at",
+        },
+    ],
+    nullable: &[],
+    filters: &[
+        Column {
+            name: "tier",
+            sql: "w.tier",
+        },
+        Column {
+            name: "role",
+            sql: "m.role",
+        },
+    ],
+    created_at: Some("w.created_at"),
+    updated_at: Some("w.updated_at"),
+    search: Some("w.search"),
+    fields: &[
+        "id",
+        "name",
+        "slug",
+        "tier",
+        "settings",
+        "pixel_id",
+        "role",
+        "created_by",
+        "version",
+        "created_at",
+        "updated_at",
+    ],
+    includes: &[],
+    filter_values: &[("tier", Tier::NAMES), ("role", Role::NAMES)],
+    id_filters: &[],
+    contains_filters: &[],
+    default_sort: "created_at",
+};
+
+/// A workspace's members.
+pub static MEMBERS: ListSpec = ListSpec {
+    from: "workspace_members m JOIN users u ON u.id = m.user_id",
+    item: "jsonb_build_object('user_id', m.user_id, 'email', u.email, 'name', u.name,
+            'role', m.role, 'created_at', rfc3339(m.created_at),
+            'updated_at', rfc3339(m.updated_at))",
+    id: "m.user_id",
+    sortable: &[
+        Column {
+            name: "email",
+            sql: "u.email",
+        },
+        Column {
+            name: "name",
+            sql: "u.name",
+        },
+        Column {
+            name: "role",
+            sql: "m.role",
+        },
+        Column {
+            name: "created_at",
+            sql: "m.created_at",
+        },
+        Column {
+            name: "updated_at",
+            sql: "m.updated_at",
+        },
+    ],
+    nullable: &["name"],
+    filters: &[Column {
+        name: "role",
+        sql: "m.role",
+    }],
+    created_at: Some("m.created_at"),
+    updated_at: Some("m.updated_at"),
+    search: Some("to_tsvector('simple', u.email || ' ' || coalesce(u.name, ''))"),
+    fields: &[
+        "user_id",
+        "email",
+        "name",
+        "role",
+        "created_at",
+        "updated_at",
+    ],
+    includes: &[],
+    filter_values: &[("role", Role::NAMES)],
+    id_filters: &[],
+    contains_filters: &[],
+    default_sort: "created_at",
+};
+
+/// A key's own workspace: no membership, so no role.
+pub static KEY_WORKSPACE: ListSpec = ListSpec {
+    from: "workspaces w",
+    item: "jsonb_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'tier', w.tier,
+            'settings', w.settings, 'pixel_id', w.pixel_id, 'role', NULL,
+            'created_by', w.created_by, 'version', w.version,
+            'created_at', rfc3339(w.created_at), 'updated_at', rfc3339(w.updated_at))",
+    id: "w.id",
+    sortable: &[Column {
+        name: "created_at",
+        sql: "w.created_at",
+    }],
+    nullable: &[],
+    filters: &[],
+    created_at: None,
+    updated_at: None,
+    search: None,
+    fields: &[],
+    includes: &[],
+    filter_values: &[],
+    id_filters: &[],
+    contains_filters: &[],
+    default_sort: "created_at",
+};
 
 /// Keeps the identity read models.
 #[derive(Debug, Default)]
@@ -201,4 +343,26 @@ pub async fn primary_workspace(
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(|(workspace_id, role)| Some((workspace_id, Role::parse(&role)?))))
+}
+
+/// A workspace's name and slug.
+pub async fn workspace_name(
+    pool: &sqlx::PgPool,
+    workspace_id: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT name, slug FROM workspaces WHERE id = $1")
+        .bind(workspace_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A user's email and name.
+pub async fn user(
+    pool: &sqlx::PgPool,
+    user_id: &str,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT email, name FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
 }

@@ -220,15 +220,19 @@ impl Commands {
         } else {
             store.load_aggregate(id).await.map_err(Attempt::Failed)?
         };
-        if expected_version.is_some_and(|v| v != context.current_sequence as i64) {
-            return Err(Attempt::Stale);
-        }
+        let stale = expected_version.is_some_and(|v| v != context.current_sequence as i64);
         let sink = EventSink::default();
+        // The command is judged first, so that an aggregate that refuses the caller
+        // (another workspace's, say) answers the same whatever version was named: a
+        // stale version must not reveal that it exists.
         context
             .aggregate()
             .handle(command, &(), &sink)
             .await
             .map_err(|e| Attempt::Failed(AggregateError::UserError(e)))?;
+        if stale {
+            return Err(Attempt::Stale);
+        }
         let events = sink.collect().await;
         if events.is_empty() {
             return Ok(Vec::new());

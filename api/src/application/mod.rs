@@ -15,14 +15,17 @@
 //! - [`rate_limit`], [`usage`]: per-principal limits and call counting.
 //! - [`claims`]: uniqueness the write side cannot check by itself (slugs).
 
+pub mod api_keys;
 pub mod authentication;
 pub mod claims;
 pub mod commands;
 pub mod context;
 pub mod error;
+pub mod identity;
 pub mod rate_limit;
 pub mod records;
 pub mod usage;
+pub mod workspaces;
 
 pub use context::{Auth, ClientIp, Principal, PrincipalKind, RequestContext, Session};
 pub use error::{Error, Result};

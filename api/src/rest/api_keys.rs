@@ -4,17 +4,11 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use pulsar_domain::api_key::{
-    AllowlistEntry, ApiKey, ApiKeyCommand, ApiKeyPatch, ApiKeySettings, MAX_GRACE_HOURS,
-};
-use pulsar_domain::ids;
-use pulsar_domain::keys::NewKey;
+use pulsar_domain::api_key::{AllowlistEntry, ApiKeyPatch, ApiKeySettings};
 use pulsar_domain::scopes::ScopeName;
-use pulsar_domain::scopes::{Action, Permission, Resource, ScopeSet};
 use pulsar_domain::workspace::Tier;
-use pulsar_domain::{Actor, EventMetadata};
-use pulsar_projections::list::{self, Column, ListSpec};
-use pulsar_projections::{api_keys, key_table};
+use pulsar_projections::api_keys;
+use pulsar_projections::list::ListSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -22,9 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{CreatedOut, DataOut, ErrorOut, ListOut};
-use crate::application::commands;
-use crate::application::Auth;
-use crate::application::{Error, Result};
+use crate::application::api_keys as keys;
+use crate::application::{Auth, Result};
 use crate::http::extract::{double_option, ApiKeyIds, Json, OptionalJson, PathId, QueryPairs};
 use crate::http::middleware::no_content;
 use crate::http::openapi::{ListQuery, Listed};
@@ -38,98 +31,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(key_history))
 }
 
-const READ: Permission = Permission(Resource::ApiKeys, Action::Read);
-const WRITE: Permission = Permission(Resource::ApiKeys, Action::Write);
-const DELETE: Permission = Permission(Resource::ApiKeys, Action::Delete);
-
-/// Read models a key command must have reached before answering: the list, and this
-/// process's key table (so the key works, or stops, at once).
-const READ_MODELS: &[&str] = &[api_keys::NAME, key_table::NAME];
-
 /// The `/api-keys` collection, for the document.
 #[derive(Debug)]
 pub struct ApiKeys;
 
 impl Listed for ApiKeys {
-    const SPEC: &'static ListSpec = &KEYS;
+    const SPEC: &'static ListSpec = &api_keys::LIST;
 }
-
-static KEYS: ListSpec = ListSpec {
-    from: "api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id",
-    item: "jsonb_build_object('id', k.id, 'name', k.name, 'prefix', k.prefix, 'masked', k.masked,
-            'scopes', to_jsonb(k.scopes), 'rate_limit_tier', k.rate_limit_tier,
-            'ip_allowlist', to_jsonb(k.ip_allowlist), 'max_age_days', k.max_age_days,
-            'expires_at', rfc3339(k.expires_at), 'last_used_at', rfc3339(u.last_used_at),
-            'created_at', rfc3339(k.created_at), 'updated_at', rfc3339(k.updated_at),
-            'created_by', with_actor_name(k.created_by), 'status', api_key_status(k, now()),
-            'replaced_by', k.replaced_by, 'rotated_from', k.rotated_from, 'version', k.version,
-            'grace_period_ends_at', rfc3339(k.grace_period_ends_at))",
-    id: "k.id",
-    sortable: &[
-        Column {
-            name: "name",
-            sql: "k.name",
-        },
-        Column {
-            name: "created_at",
-            sql: "k.created_at",
-        },
-        Column {
-            name: "updated_at",
-            sql: "k.updated_at",
-        },
-        Column {
-            name: "last_used_at",
-            sql: "u.last_used_at",
-        },
-        Column {
-            name: "expires_at",
-            sql: "k.expires_at",
-        },
-    ],
-    nullable: &["last_used_at", "expires_at"],
-    filters: &[
-        Column {
-            name: "status",
-            sql: "api_key_status(k, now())",
-        },
-        Column {
-            name: "rate_limit_tier",
-            sql: "k.rate_limit_tier",
-        },
-    ],
-    created_at: Some("k.created_at"),
-    updated_at: Some("k.updated_at"),
-    search: Some("k.search"),
-    fields: &[
-        "id",
-        "name",
-        "prefix",
-        "masked",
-        "scopes",
-        "rate_limit_tier",
-        "ip_allowlist",
-        "max_age_days",
-        "expires_at",
-        "last_used_at",
-        "created_at",
-        "updated_at",
-        "created_by",
-        "status",
-        "replaced_by",
-        "rotated_from",
-        "grace_period_ends_at",
-        "version",
-    ],
-    includes: &[],
-    filter_values: &[
-        ("status", &["active", "rotating", "expired", "revoked"]),
-        ("rate_limit_tier", Tier::NAMES),
-    ],
-    id_filters: &[],
-    contains_filters: &[],
-    default_sort: "-created_at",
-};
 
 /// Who created a key.
 #[derive(Debug, Serialize, ToSchema)]
@@ -266,82 +174,6 @@ pub struct KeyHistoryOut {
     pub recorded_at: String,
 }
 
-async fn item(state: &AppState, workspace_id: &str, key_id: &str) -> Result<Value> {
-    list::fetch_one(
-        &state.pool,
-        &KEYS,
-        &[
-            ("k.id", key_id.to_string()),
-            ("k.workspace_id", workspace_id.to_string()),
-        ],
-    )
-    .await?
-    .ok_or_else(|| Error::not_found("API key"))
-}
-
-fn with_secret(
-    mut item: Value,
-    key: &NewKey,
-    grace_period_ends_at: Option<DateTime<Utc>>,
-) -> Value {
-    if let Value::Object(map) = &mut item {
-        map.insert("key".into(), json!(key.full()));
-        map.insert("apiKey".into(), json!(key.api_key));
-        map.insert("apiSecret".into(), json!(key.api_secret));
-        if let Some(at) = grace_period_ends_at {
-            map.insert(
-                "grace_period_ends_at".into(),
-                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            );
-        }
-    }
-    item
-}
-
-/// Stores a new key's secret hash and appends its creation; the secret row goes first so
-/// the key table can never see a key without one, and is removed if the command fails.
-async fn issue(
-    state: &AppState,
-    workspace_id: &str,
-    settings: ApiKeySettings,
-    created_by: Actor,
-    rotated_from: Option<String>,
-    grantor: ScopeSet,
-    metadata: &EventMetadata,
-) -> Result<(String, NewKey)> {
-    let key = NewKey::generate();
-    let key_id = ids::new_id(ids::prefix::API_KEY);
-    sqlx::query("INSERT INTO api_key_secrets (key_id, public_id, secret_hash) VALUES ($1, $2, $3)")
-        .bind(&key_id)
-        .bind(&key.api_key)
-        .bind(key.secret_hash().as_slice())
-        .execute(&state.pool)
-        .await?;
-    let command = ApiKeyCommand::CreateApiKey {
-        workspace_id: workspace_id.to_string(),
-        public_id: key.api_key.clone(),
-        prefix: key.display_prefix(),
-        masked: key.masked(),
-        settings,
-        created_by,
-        rotated_from,
-        grantor,
-        now: state.clock.now(),
-    };
-    if let Err(error) = state
-        .commands
-        .execute::<ApiKey>(&key_id, command, metadata, READ_MODELS)
-        .await
-    {
-        sqlx::query("DELETE FROM api_key_secrets WHERE key_id = $1")
-            .bind(&key_id)
-            .execute(&state.pool)
-            .await?;
-        return Err(error);
-    }
-    Ok((key_id, key))
-}
-
 /// List the workspace's keys (search by name).
 #[utoipa::path(get, path = "/api-keys", tag = "api-keys", params(ListQuery<ApiKeys>),
     responses((status = 200, body = ListOut<ApiKeyOut>), (status = 400, body = ErrorOut), (status = 401, body = ErrorOut), (status = 403, body = ErrorOut)),
@@ -352,15 +184,9 @@ async fn list_keys(
     OriginalUri(uri): OriginalUri,
     query: QueryPairs,
 ) -> Result<Response> {
-    auth.require(READ)?;
-    super::list(
-        &state,
-        &KEYS,
-        &uri,
-        &query,
-        &[("k.workspace_id", auth.workspace_id.clone())],
-    )
-    .await
+    let request = super::list_request(&api_keys::LIST, &query)?;
+    let page = keys::list(&state, &auth, &request).await?;
+    Ok(super::list_response(&uri, &query, page))
 }
 
 /// Create a key. The full key is in this response only.
@@ -372,7 +198,6 @@ async fn create_key(
     auth: Auth,
     Json(input): Json<ApiKeyIn>,
 ) -> Result<Response> {
-    auth.require(WRITE)?;
     let settings = ApiKeySettings {
         name: input.name,
         scopes: input.scopes,
@@ -381,18 +206,11 @@ async fn create_key(
         max_age_days: input.max_age_days,
         rate_limit_tier: input.rate_limit_tier,
     };
-    let (key_id, key) = issue(
-        &state,
-        &auth.workspace_id,
-        settings,
-        auth.principal.actor(),
-        None,
-        auth.scopes,
-        &auth.metadata(),
-    )
-    .await?;
-    let data = with_secret(item(&state, &auth.workspace_id, &key_id).await?, &key, None);
-    Ok(super::created("API key created successfully.", data))
+    let issued = keys::create(&state, &auth, settings).await?;
+    Ok(super::created(
+        "API key created successfully.",
+        issued.with_secret(None),
+    ))
 }
 
 /// Get a key. Revoked and expired keys stay readable for audit.
@@ -404,8 +222,7 @@ async fn get_key(
     auth: Auth,
     PathId(id, _): PathId<ApiKeyIds>,
 ) -> Result<Response> {
-    auth.require(READ)?;
-    Ok(super::data(item(&state, &auth.workspace_id, &id).await?))
+    Ok(super::data(keys::get(&state, &auth, &id).await?))
 }
 
 /// Change a key's name, scopes, allowlist, expiry, age policy or tier.
@@ -419,27 +236,18 @@ async fn update_key(
     headers: HeaderMap,
     Json(input): Json<ApiKeyPatchIn>,
 ) -> Result<Response> {
-    auth.require(WRITE)?;
     let expected = super::if_match(&headers)?;
-    item(&state, &auth.workspace_id, &id).await?;
-    let command = ApiKeyCommand::UpdateApiKey {
-        workspace_id: auth.workspace_id.clone(),
-        patch: ApiKeyPatch {
-            name: input.name,
-            scopes: input.scopes,
-            ip_allowlist: input.ip_allowlist,
-            expires_at: input.expires_at,
-            max_age_days: input.max_age_days,
-            rate_limit_tier: input.rate_limit_tier,
-        },
-        grantor: auth.scopes,
-        now: state.clock.now(),
+    let patch = ApiKeyPatch {
+        name: input.name,
+        scopes: input.scopes,
+        ip_allowlist: input.ip_allowlist,
+        expires_at: input.expires_at,
+        max_age_days: input.max_age_days,
+        rate_limit_tier: input.rate_limit_tier,
     };
-    state
-        .commands
-        .execute_expecting::<ApiKey>(&id, command, &auth.metadata(), READ_MODELS, expected)
-        .await?;
-    Ok(super::data(item(&state, &auth.workspace_id, &id).await?))
+    Ok(super::data(
+        keys::update(&state, &auth, &id, patch, expected).await?,
+    ))
 }
 
 /// Rotate a key: a new key with the same settings; the old one keeps working for the
@@ -454,77 +262,8 @@ async fn rotate_key(
     PathId(id, _): PathId<ApiKeyIds>,
     OptionalJson(input): OptionalJson<RotateIn>,
 ) -> Result<Response> {
-    auth.require(WRITE)?;
-    let hours = input.grace_period_hours.unwrap_or(24);
-    let hours = u32::try_from(hours)
-        .ok()
-        .filter(|h| *h <= MAX_GRACE_HOURS)
-        .ok_or_else(|| {
-            Error::invalid(
-                "grace_period_hours",
-                format!("The grace period must be from 0 to {MAX_GRACE_HOURS} hours."),
-            )
-        })?;
-    item(&state, &auth.workspace_id, &id).await?;
-    let old: ApiKey = commands::load(&state.pool, &id).await?;
-    if old.workspace_id() != Some(auth.workspace_id.as_str()) {
-        return Err(Error::not_found("API key"));
-    }
-    let settings = old
-        .current_settings()
-        .cloned()
-        .ok_or_else(|| Error::not_found("API key"))?;
-    // The domain's rule, checked before the new key is issued (the rotation command
-    // checks it again, authoritatively).
-    old.may_rotate(auth.scopes)?;
-    let metadata = auth.metadata();
-    let now = state.clock.now();
-    let (new_id, key) = issue(
-        &state,
-        &auth.workspace_id,
-        ApiKeySettings {
-            expires_at: settings.expires_at.filter(|at| *at > now),
-            ..settings
-        },
-        auth.principal.actor(),
-        Some(id.clone()),
-        auth.scopes,
-        &metadata,
-    )
-    .await?;
-    let rotate = ApiKeyCommand::RotateApiKey {
-        workspace_id: auth.workspace_id.clone(),
-        rotator: auth.scopes,
-        replaced_by: new_id.clone(),
-        grace_period_hours: hours,
-        now,
-    };
-    if let Err(error) = state
-        .commands
-        .execute::<ApiKey>(&id, rotate, &metadata, READ_MODELS)
-        .await
-    {
-        // The old key could not be rotated (revoked or rotated meanwhile): the new one
-        // must not outlive this failed request.
-        state
-            .commands
-            .execute::<ApiKey>(
-                &new_id,
-                ApiKeyCommand::RevokeApiKey {
-                    workspace_id: auth.workspace_id.clone(),
-                },
-                &metadata,
-                READ_MODELS,
-            )
-            .await?;
-        return Err(error);
-    }
-    let grace_end = now + chrono::Duration::hours(i64::from(hours));
-    let data = with_secret(
-        item(&state, &auth.workspace_id, &new_id).await?,
-        &key,
-        Some(grace_end),
-    );
+    let (issued, grace_end) = keys::rotate(&state, &auth, &id, input.grace_period_hours).await?;
+    let data = issued.with_secret(Some(grace_end));
     Ok((
         StatusCode::OK,
         axum::Json(json!({"message": "API key rotated successfully.", "data": data})),
@@ -542,25 +281,8 @@ async fn revoke_key(
     PathId(id, _): PathId<ApiKeyIds>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    auth.require(DELETE)?;
     let expected = super::if_match(&headers)?;
-    item(&state, &auth.workspace_id, &id).await?;
-    state
-        .commands
-        .execute_expecting::<ApiKey>(
-            &id,
-            ApiKeyCommand::RevokeApiKey {
-                workspace_id: auth.workspace_id.clone(),
-            },
-            &auth.metadata(),
-            READ_MODELS,
-            expected,
-        )
-        .await?;
-    sqlx::query("DELETE FROM sessions WHERE api_key_id = $1")
-        .bind(&id)
-        .execute(&state.pool)
-        .await?;
+    keys::revoke(&state, &auth, &id, expected).await?;
     Ok(no_content())
 }
 
@@ -573,10 +295,6 @@ async fn key_history(
     auth: Auth,
     PathId(id, _): PathId<ApiKeyIds>,
 ) -> Result<Response> {
-    auth.require(READ)?;
-    item(&state, &auth.workspace_id, &id).await?;
-    let rows =
-        pulsar_projections::log::history(&state.pool, <ApiKey as cqrs_es::Aggregate>::TYPE, &id)
-            .await?;
+    let rows = keys::history(&state, &auth, &id).await?;
     Ok(super::data(Value::Array(rows)))
 }

@@ -3,14 +3,13 @@
 
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use pulsar_projections::list::{self, ListRequest, ListSpec, Page};
+use pulsar_projections::list::{ListRequest, ListSpec, Page};
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::application::{Error, Result};
 use crate::http::extract::QueryPairs;
-use crate::state::AppState;
 
 pub mod api_keys;
 pub mod auth;
@@ -130,20 +129,6 @@ pub fn list_request(spec: &ListSpec, query: &QueryPairs) -> Result<ListRequest> 
 /// The `fields` and `include` a single item's query string asks for.
 pub fn item_request(spec: &ListSpec, query: &QueryPairs) -> Result<ListRequest> {
     ListRequest::item(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)
-}
-
-/// Parses the query against `spec` and runs the list with the given tenant scope.
-pub async fn list(
-    state: &AppState,
-    spec: &ListSpec,
-    uri: &Uri,
-    query: &QueryPairs,
-    scope: &[(&'static str, String)],
-) -> Result<Response> {
-    let request =
-        ListRequest::parse(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)?;
-    let page = list::fetch(&state.pool, spec, &request, scope).await?;
-    Ok(list_response(uri, query, page))
 }
 
 /// `{"data": item}`, with the item's `version` as its `ETag`.

@@ -3,23 +3,17 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use pulsar_domain::ids::{self, prefix};
-use pulsar_domain::scopes::{Action, Permission, Resource, Role};
-use pulsar_domain::validate;
-use pulsar_domain::workspace::{self, SettingsPatch, Tier, Workspace, WorkspaceCommand};
-use pulsar_domain::{EventMetadata, ValidationErrors};
-use pulsar_projections::list::{self, Column, ListSpec};
-use pulsar_projections::{identity, key_table};
+use pulsar_domain::scopes::Role;
+use pulsar_domain::workspace::{SettingsPatch, Tier};
+use pulsar_projections::identity;
+use pulsar_projections::list::ListSpec;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{created, data, CreatedOut, DataOut, ErrorOut, ListOut};
-use crate::application::claims;
-use crate::application::{Auth, Principal};
-use crate::application::{Error, Result};
+use crate::application::{workspaces, Principal, Result};
 use crate::http::extract::{Json, MemberIds, PathId, PathIds, QueryPairs, WorkspaceIds};
 use crate::http::middleware::no_content;
 use crate::http::openapi::{ListQuery, Listed};
@@ -33,10 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_member, remove_member))
 }
 
-const READ: Permission = Permission(Resource::Workspaces, Action::Read);
-const WRITE: Permission = Permission(Resource::Workspaces, Action::Write);
-const DELETE: Permission = Permission(Resource::Workspaces, Action::Delete);
-
 /// The `/workspaces` and `/workspaces/{id}/members` collections, for the document.
 #[derive(Debug)]
 pub struct Workspaces;
@@ -44,127 +34,12 @@ pub struct Workspaces;
 pub struct Members;
 
 impl Listed for Workspaces {
-    const SPEC: &'static ListSpec = &WORKSPACES;
+    const SPEC: &'static ListSpec = &identity::WORKSPACES;
 }
 
 impl Listed for Members {
-    const SPEC: &'static ListSpec = &MEMBERS;
+    const SPEC: &'static ListSpec = &identity::MEMBERS;
 }
-
-/// The workspaces a user belongs to, with their role in each.
-static WORKSPACES: ListSpec = ListSpec {
-    from: "workspaces w JOIN workspace_members m ON m.workspace_id = w.id",
-    item: "jsonb_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'tier', w.tier,
-            'settings', w.settings, 'pixel_id', w.pixel_id, 'role', m.role,
-            'created_by', w.created_by, 'version', w.version,
-            'created_at', rfc3339(w.created_at), 'updated_at', rfc3339(w.updated_at))",
-    id: "w.id",
-    sortable: &[
-        Column {
-            name: "name",
-            sql: "w.name",
-        },
-        Column {
-            name: "slug",
-            sql: "w.slug",
-        },
-        Column {
-            name: "tier",
-            sql: "w.tier",
-        },
-        Column {
-            name: "created_at",
-            sql: "w.created_at",
-        },
-        Column {
-            name: "updated_at",
-            sql: "w.updated_at",
-        },
-    ],
-    nullable: &[],
-    filters: &[
-        Column {
-            name: "tier",
-            sql: "w.tier",
-        },
-        Column {
-            name: "role",
-            sql: "m.role",
-        },
-    ],
-    created_at: Some("w.created_at"),
-    updated_at: Some("w.updated_at"),
-    search: Some("w.search"),
-    fields: &[
-        "id",
-        "name",
-        "slug",
-        "tier",
-        "settings",
-        "pixel_id",
-        "role",
-        "created_by",
-        "version",
-        "created_at",
-        "updated_at",
-    ],
-    includes: &[],
-    filter_values: &[("tier", Tier::NAMES), ("role", Role::NAMES)],
-    id_filters: &[],
-    contains_filters: &[],
-    default_sort: "created_at",
-};
-
-static MEMBERS: ListSpec = ListSpec {
-    from: "workspace_members m JOIN users u ON u.id = m.user_id",
-    item: "jsonb_build_object('user_id', m.user_id, 'email', u.email, 'name', u.name,
-            'role', m.role, 'created_at', rfc3339(m.created_at),
-            'updated_at', rfc3339(m.updated_at))",
-    id: "m.user_id",
-    sortable: &[
-        Column {
-            name: "email",
-            sql: "u.email",
-        },
-        Column {
-            name: "name",
-            sql: "u.name",
-        },
-        Column {
-            name: "role",
-            sql: "m.role",
-        },
-        Column {
-            name: "created_at",
-            sql: "m.created_at",
-        },
-        Column {
-            name: "updated_at",
-            sql: "m.updated_at",
-        },
-    ],
-    nullable: &["name"],
-    filters: &[Column {
-        name: "role",
-        sql: "m.role",
-    }],
-    created_at: Some("m.created_at"),
-    updated_at: Some("m.updated_at"),
-    search: Some("to_tsvector('simple', u.email || ' ' || coalesce(u.name, ''))"),
-    fields: &[
-        "user_id",
-        "email",
-        "name",
-        "role",
-        "created_at",
-        "updated_at",
-    ],
-    includes: &[],
-    filter_values: &[("role", Role::NAMES)],
-    id_filters: &[],
-    contains_filters: &[],
-    default_sort: "created_at",
-};
 
 /// Workspace settings.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -287,134 +162,6 @@ pub struct MemberPatch {
     pub role: Role,
 }
 
-/// A key's own workspace: no membership, so no role.
-static KEY_WORKSPACE: ListSpec = ListSpec {
-    from: "workspaces w",
-    item: "jsonb_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'tier', w.tier,
-            'settings', w.settings, 'pixel_id', w.pixel_id, 'role', NULL,
-            'created_by', w.created_by, 'version', w.version,
-            'created_at', rfc3339(w.created_at), 'updated_at', rfc3339(w.updated_at))",
-    id: "w.id",
-    sortable: &[Column {
-        name: "created_at",
-        sql: "w.created_at",
-    }],
-    nullable: &[],
-    filters: &[],
-    created_at: None,
-    updated_at: None,
-    search: None,
-    fields: &[],
-    includes: &[],
-    filter_values: &[],
-    id_filters: &[],
-    contains_filters: &[],
-    default_sort: "created_at",
-};
-
-/// One workspace as `principal` sees it.
-async fn workspace_item(
-    state: &AppState,
-    workspace_id: &str,
-    principal: &Principal,
-) -> Result<Value> {
-    let item = match principal.kind {
-        crate::application::PrincipalKind::User => {
-            list::fetch_one(
-                &state.pool,
-                &WORKSPACES,
-                &[
-                    ("w.id", workspace_id.to_string()),
-                    ("m.user_id", principal.id.clone()),
-                ],
-            )
-            .await?
-        }
-        crate::application::PrincipalKind::ApiKey(_) => {
-            list::fetch_one(
-                &state.pool,
-                &KEY_WORKSPACE,
-                &[("w.id", workspace_id.to_string())],
-            )
-            .await?
-        }
-    };
-    item.ok_or_else(|| Error::not_found("Workspace"))
-}
-
-async fn member_item(state: &AppState, workspace_id: &str, user_id: &str) -> Result<Value> {
-    list::fetch_one(
-        &state.pool,
-        &MEMBERS,
-        &[
-            ("m.workspace_id", workspace_id.to_string()),
-            ("m.user_id", user_id.to_string()),
-        ],
-    )
-    .await?
-    .ok_or_else(|| Error::not_found("Member"))
-}
-
-/// Creates a workspace owned by `owner_id`; shared with sign-up. A given slug must be
-/// free; a derived one gets a random suffix until it is.
-pub async fn create_owned(
-    state: &AppState,
-    metadata: &EventMetadata,
-    owner_id: &str,
-    name: &str,
-    slug: Option<&str>,
-    tier: Tier,
-    name_field: &str,
-) -> Result<String> {
-    let id = ids::new_id(prefix::WORKSPACE);
-    let mut errors = ValidationErrors::new();
-    errors.check(name_field, validate::required_text("name", name, 100));
-    if let Some(slug) = slug {
-        errors.check("slug", validate::slug(slug));
-    }
-    errors.into_result()?;
-    let slug = match slug {
-        Some(slug) => {
-            if !claims::claim(&state.pool, claims::WORKSPACE_SLUG, slug, &id).await? {
-                return Err(Error::invalid("slug", "The slug has already been taken."));
-            }
-            slug.to_string()
-        }
-        None => {
-            let base = validate::slugify(name);
-            let mut candidate = base.clone();
-            let mut attempts = 0;
-            while !claims::claim(&state.pool, claims::WORKSPACE_SLUG, &candidate, &id).await? {
-                attempts += 1;
-                if attempts > 8 {
-                    return Err(Error::Conflict(
-                        "Could not find a free slug; give one.".into(),
-                    ));
-                }
-                candidate = format!("{base}-{}", &ids::new_id("x")[28..]);
-            }
-            candidate
-        }
-    };
-    debug_assert!(workspace::validate_new(name, &slug).is_empty());
-    let command = WorkspaceCommand::CreateWorkspace {
-        name: name.to_string(),
-        slug: slug.clone(),
-        tier,
-        pixel_id: ids::new_id(prefix::PIXEL),
-        owner_id: owner_id.to_string(),
-    };
-    if let Err(error) = state
-        .commands
-        .execute::<Workspace>(&id, command, metadata, &[identity::NAME])
-        .await
-    {
-        claims::release(&state.pool, claims::WORKSPACE_SLUG, &slug, &id).await?;
-        return Err(error);
-    }
-    Ok(id)
-}
-
 /// List the workspaces you belong to.
 #[utoipa::path(get, path = "/workspaces", tag = "workspaces", params(ListQuery<Workspaces>),
     responses((status = 200, body = ListOut<WorkspaceOut>), (status = 400, body = ErrorOut), (status = 401, body = ErrorOut)),
@@ -425,15 +172,9 @@ async fn list_workspaces(
     OriginalUri(uri): OriginalUri,
     query: QueryPairs,
 ) -> Result<Response> {
-    let scope = match &principal.kind {
-        crate::application::PrincipalKind::User => vec![("m.user_id", principal.id.clone())],
-        crate::application::PrincipalKind::ApiKey(_) => {
-            return Err(Error::AccessDenied(
-                "API keys act in their own workspace only.".into(),
-            ))
-        }
-    };
-    super::list(&state, &WORKSPACES, &uri, &query, &scope).await
+    let request = super::list_request(&identity::WORKSPACES, &query)?;
+    let page = workspaces::list(&state, &principal, &request).await?;
+    Ok(super::list_response(&uri, &query, page))
 }
 
 /// Create a workspace; you become its owner.
@@ -445,34 +186,13 @@ async fn create_workspace(
     principal: Principal,
     Json(input): Json<WorkspaceIn>,
 ) -> Result<Response> {
-    let user_id = principal
-        .user_id()
-        .ok_or_else(|| Error::AccessDenied("Only users can create workspaces.".into()))?;
-    let id = create_owned(
-        &state,
-        &principal.metadata(),
-        user_id,
-        &input.name,
-        input.slug.as_deref(),
-        input.tier.unwrap_or_default(),
-        "name",
-    )
-    .await?;
-    Ok(created(
-        "Workspace created successfully.",
-        workspace_item(&state, &id, &principal).await?,
-    ))
-}
-
-async fn member_auth(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-    permission: Permission,
-) -> Result<Auth> {
-    let auth = principal.in_workspace(&state.pool, id).await?;
-    auth.require(permission)?;
-    Ok(auth)
+    let new = workspaces::NewWorkspace {
+        name: input.name,
+        slug: input.slug,
+        tier: input.tier.unwrap_or_default(),
+    };
+    let item = workspaces::create(&state, &principal, new).await?;
+    Ok(created("Workspace created successfully.", item))
 }
 
 /// Get a workspace you belong to.
@@ -485,8 +205,7 @@ async fn get_workspace(
     principal: Principal,
     PathId(id, _): PathId<WorkspaceIds>,
 ) -> Result<Response> {
-    let auth = member_auth(&state, &principal, &id, READ).await?;
-    Ok(data(workspace_item(&state, &id, &auth.principal).await?))
+    Ok(data(workspaces::get(&state, &principal, &id).await?))
 }
 
 /// Rename a workspace or change its settings (`workspaces:write`).
@@ -502,28 +221,17 @@ async fn update_workspace(
     Json(input): Json<WorkspacePatch>,
 ) -> Result<Response> {
     let expected = super::if_match(&headers)?;
-    let auth = member_auth(&state, &principal, &id, WRITE).await?;
-    let command = WorkspaceCommand::UpdateWorkspace {
+    let change = workspaces::WorkspaceChange {
         name: input.name,
         settings: input.settings.map(|s| SettingsPatch {
             timezone: s.timezone,
             locale: s.locale,
         }),
         tier: input.tier,
-        by: auth.acting_role(),
     };
-    // The key table too: a tier change is in force here when this answers.
-    state
-        .commands
-        .execute_expecting::<Workspace>(
-            &id,
-            command,
-            &auth.metadata(),
-            &[identity::NAME, key_table::NAME],
-            expected,
-        )
-        .await?;
-    Ok(data(workspace_item(&state, &id, &auth.principal).await?))
+    Ok(data(
+        workspaces::update(&state, &principal, &id, change, expected).await?,
+    ))
 }
 
 /// Delete a workspace (`workspaces:delete`, owners only).
@@ -538,19 +246,7 @@ async fn delete_workspace(
     headers: HeaderMap,
 ) -> Result<Response> {
     let expected = super::if_match(&headers)?;
-    let auth = member_auth(&state, &principal, &id, DELETE).await?;
-    state
-        .commands
-        .execute_expecting::<Workspace>(
-            &id,
-            WorkspaceCommand::DeleteWorkspace,
-            &auth.metadata(),
-            // The key table too: the workspace's keys are dead here when this answers.
-            &[identity::NAME, key_table::NAME],
-            expected,
-        )
-        .await?;
-    claims::release_all(&state.pool, claims::WORKSPACE_SLUG, &id).await?;
+    workspaces::delete(&state, &principal, &id, expected).await?;
     Ok(no_content())
 }
 
@@ -566,8 +262,9 @@ async fn list_members(
     OriginalUri(uri): OriginalUri,
     query: QueryPairs,
 ) -> Result<Response> {
-    member_auth(&state, &principal, &id, READ).await?;
-    super::list(&state, &MEMBERS, &uri, &query, &[("m.workspace_id", id)]).await
+    let request = super::list_request(&identity::MEMBERS, &query)?;
+    let page = workspaces::members(&state, &principal, &id, &request).await?;
+    Ok(super::list_response(&uri, &query, page))
 }
 
 /// Add an existing user to a workspace (`workspaces:write`).
@@ -582,28 +279,8 @@ async fn add_member(
     PathId(id, _): PathId<WorkspaceIds>,
     Json(input): Json<MemberIn>,
 ) -> Result<Response> {
-    let auth = member_auth(&state, &principal, &id, WRITE).await?;
-    let email = validate::normalize_email(&input.email);
-    validate::email(&email).map_err(|m| Error::invalid("email", m))?;
-    let user_id: String =
-        sqlx::query_scalar("SELECT user_id FROM user_credentials WHERE email = $1")
-            .bind(&email)
-            .fetch_optional(&state.pool)
-            .await?
-            .ok_or_else(|| Error::invalid("email", "No user with this email address exists."))?;
-    let command = WorkspaceCommand::AddMember {
-        user_id: user_id.clone(),
-        role: input.role,
-        by: auth.acting_role(),
-    };
-    state
-        .commands
-        .execute::<Workspace>(&id, command, &auth.metadata(), &[identity::NAME])
-        .await?;
-    Ok(created(
-        "Member added successfully.",
-        member_item(&state, &id, &user_id).await?,
-    ))
+    let item = workspaces::add_member(&state, &principal, &id, &input.email, input.role).await?;
+    Ok(created("Member added successfully.", item))
 }
 
 /// Change a member's role (`workspaces:write`; only owners touch the owner role).
@@ -618,17 +295,9 @@ async fn update_member(
     PathIds(id, user_id, _): PathIds<WorkspaceIds, MemberIds>,
     Json(input): Json<MemberPatch>,
 ) -> Result<Response> {
-    let auth = member_auth(&state, &principal, &id, WRITE).await?;
-    let command = WorkspaceCommand::ChangeMemberRole {
-        user_id: user_id.clone(),
-        role: input.role,
-        by: auth.acting_role(),
-    };
-    state
-        .commands
-        .execute::<Workspace>(&id, command, &auth.metadata(), &[identity::NAME])
-        .await?;
-    Ok(data(member_item(&state, &id, &user_id).await?))
+    Ok(data(
+        workspaces::change_member(&state, &principal, &id, &user_id, input.role).await?,
+    ))
 }
 
 /// Remove a member (`workspaces:write`; a workspace keeps at least one owner).
@@ -641,14 +310,6 @@ async fn remove_member(
     principal: Principal,
     PathIds(id, user_id, _): PathIds<WorkspaceIds, MemberIds>,
 ) -> Result<Response> {
-    let auth = member_auth(&state, &principal, &id, WRITE).await?;
-    let command = WorkspaceCommand::RemoveMember {
-        user_id,
-        by: auth.acting_role(),
-    };
-    state
-        .commands
-        .execute::<Workspace>(&id, command, &auth.metadata(), &[identity::NAME])
-        .await?;
+    workspaces::remove_member(&state, &principal, &id, &user_id).await?;
     Ok(no_content())
 }
