@@ -2,6 +2,7 @@
 //! per run; each test gets its own database.
 
 mod api_keys;
+mod application;
 mod binary;
 mod catalog;
 mod edge;
