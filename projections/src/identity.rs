@@ -243,24 +243,32 @@ async fn apply_workspace(
             .execute(&mut *conn)
             .await?;
         }
+        // Changes to the workspace row move its version in the same statement.
         WorkspaceEvent::WorkspaceUpdated { name, settings, .. } => {
             sqlx::query(
-                "UPDATE workspaces SET name = $2, settings = $3, updated_at = $4 WHERE id = $1",
+                "UPDATE workspaces SET name = $2, settings = $3, updated_at = $4, version = $5
+                  WHERE id = $1",
             )
             .bind(id)
             .bind(name)
             .bind(sqlx::types::Json(settings))
             .bind(at)
+            .bind(event.sequence)
             .execute(&mut *conn)
             .await?;
+            return Ok(());
         }
         WorkspaceEvent::WorkspaceTierChanged { tier, .. } => {
-            sqlx::query("UPDATE workspaces SET tier = $2, updated_at = $3 WHERE id = $1")
-                .bind(id)
-                .bind(tier.as_str())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "UPDATE workspaces SET tier = $2, updated_at = $3, version = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(tier.as_str())
+            .bind(at)
+            .bind(event.sequence)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
         }
         WorkspaceEvent::WorkspaceDeleted => {
             // Its members go with it (said here, not left to a foreign key, so that a

@@ -282,6 +282,9 @@ struct PendingAppends {
 
 struct Inner {
     pool: PgPool,
+    /// Names this process in its notifications, so that it ignores its own: it woke its
+    /// subscribers directly already, and a second wake-up is an empty batch.
+    process: String,
     pending_append: Mutex<PendingAppends>,
     /// Subscribers whose progress is not yet announced.
     pending_progress: Mutex<std::collections::BTreeSet<&'static str>>,
@@ -317,6 +320,7 @@ impl Subscriptions {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                process: pulsar_domain::ids::new_id("proc"),
                 pending_append: Mutex::default(),
                 pending_progress: Mutex::default(),
                 notifier: tokio::sync::Notify::new(),
@@ -424,20 +428,22 @@ impl Subscriptions {
             .collect();
             // The append payload names the aggregate types ("" for all), so other
             // processes wake only the subscribers that read them.
+            // Every payload starts with this process's name: `<process>|<body>`.
+            let process = &self.inner.process;
             let types = append.types.iter().copied().collect::<Vec<_>>().join(",");
-            let mut channels: Vec<(&str, &str)> = progress
+            let mut channels: Vec<(&str, String)> = progress
                 .iter()
-                .map(|name| (PROGRESS_CHANNEL, *name))
+                .map(|name| (PROGRESS_CHANNEL, format!("{process}|{name}")))
                 .collect();
             if append.all {
-                channels.push((EVENTS_CHANNEL, ""));
+                channels.push((EVENTS_CHANNEL, format!("{process}|")));
             } else if !types.is_empty() {
-                channels.push((EVENTS_CHANNEL, types.as_str()));
+                channels.push((EVENTS_CHANNEL, format!("{process}|{types}")));
             }
             if channels.is_empty() {
                 continue;
             }
-            let (names, payloads): (Vec<&str>, Vec<&str>) = channels.into_iter().unzip();
+            let (names, payloads): (Vec<&str>, Vec<String>) = channels.into_iter().unzip();
             let sent = sqlx::query(
                 "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)",
             )
@@ -464,7 +470,13 @@ impl Subscriptions {
                 self.wake();
                 loop {
                     let notification = listener.recv().await?;
-                    let payload = notification.payload();
+                    let (sender, payload) = notification
+                        .payload()
+                        .split_once('|')
+                        .unwrap_or(("", notification.payload()));
+                    if sender == self.inner.process {
+                        continue;
+                    }
                     match notification.channel() {
                         PROGRESS_CHANNEL => self.wake_name(payload),
                         EVENTS_CHANNEL if !payload.is_empty() => {
@@ -716,12 +728,12 @@ impl Subscriptions {
             })?;
         // The read model and its checkpoint commit together, so a batch lost to a crash
         // before its WAL is flushed is simply applied again: no need to wait for the flush.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
+        // (`SET LOCAL synchronous_commit = off` in the same statement, one round trip.)
         sqlx::query(
-            "UPDATE subscription_checkpoints
+            "WITH settings AS (SELECT set_config('synchronous_commit', 'off', true))
+             UPDATE subscription_checkpoints
                 SET last_transaction_id = $2::text::xid8, last_global_position = $3, updated_at = now()
+               FROM settings
               WHERE name = $1",
         )
         .bind(name)

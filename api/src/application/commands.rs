@@ -13,9 +13,10 @@ use std::time::Duration;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
-use postgres_es::PostgresEventRepository;
 use pulsar_domain::{DomainError, EventMetadata, Tenanted};
-use pulsar_projections::{log, Position, Subscriptions};
+use pulsar_projections::{Position, Subscriptions};
+
+use crate::application::event_store::{Appended, LogRepository};
 use sqlx::PgPool;
 
 use crate::application::{Error, Result};
@@ -27,9 +28,9 @@ const CONFLICT_ATTEMPTS: usize = 4;
 /// Events between aggregate snapshots, so loading a long-lived aggregate stays cheap.
 const SNAPSHOT_EVERY: usize = 50;
 
-fn store<A: Aggregate>(pool: &PgPool) -> PersistedEventStore<PostgresEventRepository, A> {
+fn store<A: Aggregate>(pool: &PgPool, appended: Appended) -> PersistedEventStore<LogRepository, A> {
     PersistedEventStore::new_snapshot_store(
-        PostgresEventRepository::new(pool.clone()),
+        LogRepository::new(pool.clone(), appended),
         SNAPSHOT_EVERY,
     )
 }
@@ -151,9 +152,10 @@ impl Commands {
         A: Aggregate<Error = DomainError, Services = ()> + Tenanted,
         A::Command: Clone,
     {
-        let store = store::<A>(&self.pool);
+        let appended = Appended::default();
+        let store = store::<A>(&self.pool, appended.clone());
         let mut attempt = 1;
-        let events = loop {
+        let (events, loaded_version) = loop {
             let outcome = Self::attempt(
                 &store,
                 id,
@@ -176,16 +178,20 @@ impl Commands {
                 }
                 Err(Attempt::Stale) => return Err(Error::PreconditionFailed),
                 Err(Attempt::Failed(error)) => return Err(error.into()),
-                Ok(events) => break events,
+                Ok(outcome) => break outcome,
             }
         };
         self.metrics.commands_total.fetch_add(1, Ordering::Relaxed);
         if !events.is_empty() {
             self.subscriptions.appended_of(A::TYPE);
         }
-        let (position, version) = log::position_of_latest(&self.pool, A::TYPE, id)
-            .await?
-            .unwrap_or((Position::ZERO, 0));
+        // Where the append put the last event: returned by the append itself.
+        let position = appended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or(Position::ZERO);
+        let version = events.last().map_or(loaded_version, |e| e.sequence as i64);
         let consistent = if events.is_empty() {
             true
         } else {
@@ -199,14 +205,16 @@ impl Commands {
         })
     }
 
+    /// One try: load, judge, append. Returns the committed events and the version the
+    /// aggregate was loaded at.
     async fn attempt<A>(
-        store: &PersistedEventStore<PostgresEventRepository, A>,
+        store: &PersistedEventStore<LogRepository, A>,
         id: &str,
         command: A::Command,
         metadata: &EventMetadata,
         expected_version: Option<i64>,
         fresh: bool,
-    ) -> Result<Vec<EventEnvelope<A>>, Attempt>
+    ) -> Result<(Vec<EventEnvelope<A>>, i64), Attempt>
     where
         A: Aggregate<Error = DomainError, Services = ()> + Tenanted,
     {
@@ -233,9 +241,10 @@ impl Commands {
         if stale {
             return Err(Attempt::Stale);
         }
+        let loaded = context.current_sequence as i64;
         let events = sink.collect().await;
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), loaded));
         }
         // The workspace comes from the aggregate itself (after the command), never from
         // the caller.
@@ -246,6 +255,7 @@ impl Commands {
         store
             .commit(events, context, metadata.to_map())
             .await
+            .map(|events| (events, loaded))
             .map_err(Attempt::Failed)
     }
 
@@ -275,7 +285,7 @@ pub async fn load<A>(pool: &PgPool, id: &str) -> Result<A>
 where
     A: Aggregate<Error = DomainError, Services = ()>,
 {
-    let mut context = store::<A>(pool)
+    let mut context = store::<A>(pool, Appended::default())
         .load_aggregate(id)
         .await
         .map_err(Error::from)?;

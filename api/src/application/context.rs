@@ -110,6 +110,15 @@ impl Principal {
             return Ok(None);
         }
         match &self.kind {
+            // Read with the session already (the workspace the request resolved to).
+            PrincipalKind::User
+                if self
+                    .membership
+                    .as_ref()
+                    .is_some_and(|(ws, _)| ws == workspace_id) =>
+            {
+                Ok(self.membership.as_ref().map(|(_, role)| *role))
+            }
             PrincipalKind::User => {
                 Ok(pulsar_projections::identity::role_of(pool, workspace_id, &self.id).await?)
             }

@@ -11,7 +11,8 @@
 //! - [`context`]: [`RequestContext`], [`Principal`], [`Auth`] (a principal acting in
 //!   one workspace, with its scopes).
 //! - [`authentication`]: API.md's policy chain over a credential.
-//! - [`commands`]: running commands with conflict retries and read-your-writes.
+//! - [`commands`]: running commands with conflict retries and read-your-writes, over
+//!   [`event_store`] (postgres-es's tables in fewer round trips).
 //! - [`rate_limit`], [`usage`]: per-principal limits and call counting.
 //! - [`claims`]: uniqueness the write side cannot check by itself (slugs).
 
@@ -21,6 +22,7 @@ pub mod claims;
 pub mod commands;
 pub mod context;
 pub mod error;
+pub mod event_store;
 pub mod identity;
 pub mod rate_limit;
 pub mod records;

@@ -203,3 +203,47 @@ async fn events_stored_without_a_workspace_are_upcast_on_read_and_never_rewritte
             .expect("count");
     assert_eq!(stored, 0);
 }
+
+/// The write path's repository: one-statement appends returning the log position, loads
+/// of a snapshot and the events after it in one query, snapshots every 50 events.
+#[tokio::test]
+async fn long_streams_snapshot_and_load_in_one_query_with_exact_versions() {
+    let app = TestApp::start().await;
+    let user = app.signup("long@events.example", "Long").await;
+    let created = app.post(&format!("{V1}/projects"), &user, json!({"name": "v1"})).await;
+    created.expect(201);
+    let id = created.body["data"]["id"].as_str().expect("id").to_string();
+    for n in 2..=120 {
+        let response = app
+            .call(
+                "PATCH",
+                &format!("{V1}/projects/{id}"),
+                Some(&user.token),
+                Some(json!({"name": format!("v{n}")})),
+                &[("if-match", &format!("\"{}\"", n - 1))],
+            )
+            .await;
+        response.expect(200);
+        assert_eq!(response.header("etag"), Some(format!("\"{n}\"").as_str()));
+        assert_eq!(response.body["data"]["name"], format!("v{n}"), "read your write");
+    }
+    let (last_sequence, current_snapshot): (i64, i64) = sqlx::query_as(
+        "SELECT last_sequence, current_snapshot FROM snapshots WHERE aggregate_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(app.pool())
+    .await
+    .expect("snapshot");
+    assert_eq!((last_sequence, current_snapshot), (100, 2));
+    // A stale version is refused after a snapshot as before it.
+    app.call(
+        "PATCH",
+        &format!("{V1}/projects/{id}"),
+        Some(&user.token),
+        Some(json!({"name": "stale"})),
+        &[("if-match", "\"100\"")],
+    )
+    .await
+    .expect_error(412, "precondition_failed");
+    app.stop().await;
+}
