@@ -16,8 +16,8 @@
 //!   JSON, the authentication layer, idempotency, the OpenAPI document.
 //! - [`rest`]: one module per resource: extract, call the use case, render.
 //! - [`router`]: the router ([`app`]), separate from `main` so tests drive it.
-//! - [`config`], [`state`], [`runtime`], [`db`], [`clock`], [`metrics`]: settings, the
-//!   shared handles, migrations and background tasks, the clock tests move.
+//! - [`config`], [`runtime`], [`db`], [`clock`], [`metrics`]: settings, migrations and
+//!   background tasks, the clock tests move, counters.
 
 pub mod application;
 pub mod clock;
@@ -28,8 +28,7 @@ pub mod metrics;
 pub mod rest;
 pub mod router;
 pub mod runtime;
-pub mod state;
 
+pub use application::AppState;
 pub use config::Config;
 pub use router::app;
-pub use state::AppState;

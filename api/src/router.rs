@@ -11,11 +11,11 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::application::AppState;
 use crate::http::edge::{self, QueryRules};
 use crate::http::middleware::{self, not_found};
 use crate::http::openapi::ApiDoc;
 use crate::rest;
-use crate::state::AppState;
 
 /// The OpenAPI document and the `/api/v1` routes it describes.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {

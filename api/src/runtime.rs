@@ -16,8 +16,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::application::AppState;
 use crate::config::Config;
-use crate::state::AppState;
 
 /// Which parts this process runs (`pulsar serve --role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

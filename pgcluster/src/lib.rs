@@ -72,6 +72,9 @@ pub struct ClusterOptions {
     pub durable: bool,
     /// max_connections (default 200)
     pub max_connections: u32,
+    /// More `name=value` server settings (e.g. `shared_preload_libraries=pg_stat_statements`
+    /// for a benchmark that counts statements).
+    pub settings: Vec<String>,
 }
 
 impl ClusterOptions {
@@ -81,6 +84,7 @@ impl ClusterOptions {
             data_dir: data_dir.into(),
             durable: true,
             max_connections: 200,
+            settings: Vec::new(),
         }
     }
 }
@@ -284,6 +288,7 @@ fn server_settings(opts: &ClusterOptions) -> Vec<String> {
             .map(str::to_owned),
         );
     }
+    settings.extend(opts.settings.iter().cloned());
     settings
         .into_iter()
         .flat_map(|setting| ["-c".to_owned(), setting])

@@ -13,14 +13,19 @@ use crate::subscription::{Projection, ProjectionError};
 /// The list `/api-keys` serves.
 pub static LIST: ListSpec = ListSpec {
     from: "api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id",
-    item: "jsonb_build_object('id', k.id, 'name', k.name, 'prefix', k.prefix, 'masked', k.masked,
+    item: concat!(
+        "jsonb_build_object('id', k.id, 'name', k.name, 'prefix', k.prefix, 'masked', k.masked,
             'scopes', to_jsonb(k.scopes), 'rate_limit_tier', k.rate_limit_tier,
             'ip_allowlist', to_jsonb(k.ip_allowlist), 'max_age_days', k.max_age_days,
             'expires_at', rfc3339(k.expires_at), 'last_used_at', rfc3339(u.last_used_at),
             'created_at', rfc3339(k.created_at), 'updated_at', rfc3339(k.updated_at),
-            'created_by', with_actor_name(k.created_by), 'status', api_key_status(k, now()),
+            'created_by', ",
+        crate::list::with_actor_name!("k"),
+        ", 'status', api_key_status(k, now()),
             'replaced_by', k.replaced_by, 'rotated_from', k.rotated_from, 'version', k.version,
-            'grace_period_ends_at', rfc3339(k.grace_period_ends_at))",
+            'grace_period_ends_at', rfc3339(k.grace_period_ends_at))"
+    ),
+
     id: "k.id",
     sortable: &[
         Column {

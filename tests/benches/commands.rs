@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use pulsar_api::app;
 use pulsar_tests::bench::{
-    baseline_axum, bench_database, client, cpu_model, drive, enabled, print_run, seconds, serve,
-    start_pulsar, Run, CLIENTS,
+    baseline_axum, bench_database_with, client, cpu_model, drive, enabled, print_run, seconds,
+    serve, start_pulsar, Run, CLIENTS,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -40,12 +40,108 @@ async fn baseline_inserts(pool: &PgPool) -> Run {
     .await
 }
 
+/// Statements one `PATCH /workspaces/{id}` costs, counted by `pg_stat_statements` over
+/// 200 sequential commands, less what the same time costs idle (polling subscribers),
+/// split into the request path and everything else (projector batches, notifications).
+async fn statements_per_command(
+    pool: &PgPool,
+    client: &reqwest::Client,
+    base: &str,
+    user: &(String, String),
+) {
+    if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await
+        .is_err()
+    {
+        println!("(statements: pg_stat_statements is not loaded; skipped)");
+        return;
+    }
+    const COMMANDS: usize = 200;
+    let counts = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT query, calls FROM pg_stat_statements
+              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("statements")
+    };
+    let total = |rows: &[(String, i64)]| rows.iter().map(|(_, c)| c).sum::<i64>();
+    let reset = || async {
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(pool)
+            .await
+            .expect("reset");
+    };
+    // Idle: what the same stretch of time costs with nothing to do.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    reset().await;
+    let idle_started = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let idle = total(&counts(pool.clone()).await) as f64 / idle_started.elapsed().as_secs_f64();
+    reset().await;
+    let started = std::time::Instant::now();
+    let (token, workspace) = user;
+    for i in 0..COMMANDS {
+        let response = client
+            .patch(format!("{base}/api/v1/workspaces/{workspace}"))
+            .bearer_auth(token)
+            .json(&json!({"name": format!("Counted {i}")}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(response.status(), 200);
+        response.bytes().await.expect("body");
+    }
+    // Let the projector finish its batches.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let rows = counts(pool.clone()).await;
+    let all = (total(&rows) as f64 - idle * elapsed) / COMMANDS as f64;
+    // The request path: the session, the aggregate's load, the append, the item.
+    let request_path = |query: &str| {
+        query.contains("FROM sessions s")
+            || query.contains("LEFT JOIN snapshots s")
+            || query.contains("INSERT INTO events")
+            || query.contains("FROM workspaces w JOIN workspace_members m")
+            || query.contains("FROM workspace_members WHERE workspace_id")
+            || query.contains("FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
+    };
+    let path: i64 = rows
+        .iter()
+        .filter(|(q, _)| request_path(q))
+        .map(|(_, c)| c)
+        .sum();
+    println!(
+        "statements per PATCH /workspaces/{{id}} ({COMMANDS} sequential, idle {idle:.1}/s subtracted): {:.1} on the request path, {all:.1} in all",
+        path as f64 / COMMANDS as f64
+    );
+    let mut top: Vec<&(String, i64)> = rows
+        .iter()
+        .filter(|(_, c)| *c as usize >= COMMANDS / 2)
+        .collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1));
+    for (query, calls) in top {
+        let line: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+        println!(
+            "  {:>5.2} per command: {}",
+            *calls as f64 / COMMANDS as f64,
+            line.chars().take(110).collect::<String>()
+        );
+    }
+    println!();
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (url, _cluster) = bench_database("bench-cluster");
+    let (url, _cluster) = bench_database_with(
+        "bench-cluster",
+        &["shared_preload_libraries=pg_stat_statements"],
+    );
     runtime.block_on(async move {
         let (pool, pulsar) = start_pulsar(&url).await;
         println!("machine: {} cores, {}", std::thread::available_parallelism().map_or(0, |n| n.get()), cpu_model());
@@ -84,6 +180,9 @@ fn main() {
             users.push((token, workspace));
         }
         let users = Arc::new(users);
+        if enabled("statements") {
+            statements_per_command(&pool, &client, &base, &users[0]).await;
+        }
         let timeouts_before = pulsar.state.metrics.consistency_timeouts_total.load(std::sync::atomic::Ordering::Relaxed);
         if enabled("patch") {
         let mut renames = {

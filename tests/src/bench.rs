@@ -146,6 +146,13 @@ pub fn cpu_model() -> String {
 /// The database a bench runs against: `DATABASE_URL`, else a fresh **durable** (fsync
 /// on) cluster under `target/<dir>`, which lives as long as the returned guard.
 pub fn bench_database(dir: &str) -> (String, Option<pgcluster::Cluster>) {
+    bench_database_with(dir, &[])
+}
+
+/// As [`bench_database`], with more server settings for its own cluster (e.g.
+/// `shared_preload_libraries=pg_stat_statements` to count statements: it costs every
+/// statement a little, so only the benchmark that counts loads it).
+pub fn bench_database_with(dir: &str, settings: &[&str]) -> (String, Option<pgcluster::Cluster>) {
     if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
         return (url, None);
     }
@@ -153,7 +160,11 @@ pub fn bench_database(dir: &str) -> (String, Option<pgcluster::Cluster>) {
         .join("../target")
         .join(dir);
     let _ = std::fs::remove_dir_all(&dir);
-    let cluster = pgcluster::Cluster::start(&pgcluster::ClusterOptions::new(dir)).expect("cluster");
+    let mut options = pgcluster::ClusterOptions::new(dir);
+    options
+        .settings
+        .extend(settings.iter().map(|s| s.to_string()));
+    let cluster = pgcluster::Cluster::start(&options).expect("cluster");
     (cluster.url("postgres"), Some(cluster))
 }
 

@@ -18,8 +18,8 @@ use pulsar_projections::{api_keys, key_table};
 use serde_json::{json, Value};
 
 use crate::application::commands;
+use crate::application::AppState;
 use crate::application::{Auth, Error, Result};
-use crate::state::AppState;
 
 const READ: Permission = Permission(Resource::ApiKeys, Action::Read);
 const WRITE: Permission = Permission(Resource::ApiKeys, Action::Write);

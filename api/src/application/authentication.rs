@@ -15,8 +15,8 @@ use sqlx::{PgPool, Row};
 use subtle::ConstantTimeEq;
 
 use crate::application::rate_limit::Decision;
+use crate::application::AppState;
 use crate::application::{Auth, Error, Principal, PrincipalKind, RequestContext, Result, Session};
-use crate::state::AppState;
 
 /// How long a session lives without use.
 pub const SESSION_TTL: Duration = Duration::hours(1);

@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 
 use crate::application::authentication::{self as auth, primary_workspace};
 use crate::application::error::is_unique_violation;
+use crate::application::AppState;
 use crate::application::{workspaces, Error, Principal, RequestContext, Result};
-use crate::state::AppState;
 
 /// The authenticated principal.
 #[derive(Debug, Serialize, ToSchema)]

@@ -15,6 +15,8 @@
 //!   [`event_store`] (postgres-es's tables in fewer round trips).
 //! - [`rate_limit`], [`usage`]: per-principal limits and call counting.
 //! - [`claims`]: uniqueness the write side cannot check by itself (slugs).
+//! - [`state`]: [`AppState`], the handles every use case shares (pool, commands,
+//!   subscriptions, key table, limiter, clock, config).
 
 pub mod api_keys;
 pub mod authentication;
@@ -26,8 +28,10 @@ pub mod event_store;
 pub mod identity;
 pub mod rate_limit;
 pub mod records;
+pub mod state;
 pub mod usage;
 pub mod workspaces;
 
 pub use context::{Auth, ClientIp, Principal, PrincipalKind, RequestContext, Session};
 pub use error::{Error, Result};
+pub use state::AppState;

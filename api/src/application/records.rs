@@ -22,8 +22,8 @@ use pulsar_projections::list::{self, ListRequest, ListSpec, Page};
 use pulsar_projections::workspace_data::{self as data, Reference};
 use serde_json::{Map, Value};
 
+use crate::application::AppState;
 use crate::application::{Auth, Error, Result};
-use crate::state::AppState;
 
 /// One collection of workspace data.
 pub trait Resource: Send + Sync + 'static {

@@ -15,9 +15,9 @@ use pulsar_projections::list::{self, ListRequest, Page};
 use pulsar_projections::{identity, key_table};
 use serde_json::Value;
 
+use crate::application::AppState;
 use crate::application::{claims, identity as accounts};
 use crate::application::{Auth, Error, Principal, PrincipalKind, Result};
-use crate::state::AppState;
 
 const READ: Permission = Permission(Resource::Workspaces, Action::Read);
 const WRITE: Permission = Permission(Resource::Workspaces, Action::Write);

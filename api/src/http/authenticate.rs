@@ -16,8 +16,8 @@ use pulsar_domain::keys::{self, KEY_PREFIX};
 
 use crate::application::authentication::{self, invalid_credentials, Credential};
 use crate::application::rate_limit::Decision;
+use crate::application::AppState;
 use crate::application::{Auth, Error, Principal, RequestContext, Result};
-use crate::state::AppState;
 
 /// Step 1: a credential, well formed; `None` when the request has none.
 ///

@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::application::AppState;
 use crate::application::Error;
 use crate::application::Principal;
-use crate::state::AppState;
 
 /// Longest accepted key (API.md).
 pub const MAX_KEY_LEN: usize = 255;

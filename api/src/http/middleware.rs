@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use tracing::Instrument;
 
+use crate::application::AppState;
 use crate::application::{ClientIp, Error, RequestContext};
 use crate::http::error::envelope;
 use crate::http::request_id;
-use crate::state::AppState;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_PULSE_ID: HeaderName = HeaderName::from_static("x-pulse-id");

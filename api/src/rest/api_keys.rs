@@ -17,11 +17,11 @@ use utoipa_axum::routes;
 
 use super::{CreatedOut, DataOut, ErrorOut, ListOut};
 use crate::application::api_keys as keys;
+use crate::application::AppState;
 use crate::application::{Auth, Result};
 use crate::http::extract::{double_option, ApiKeyIds, Json, OptionalJson, PathId, QueryPairs};
 use crate::http::middleware::no_content;
 use crate::http::openapi::{ListQuery, Listed};
-use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

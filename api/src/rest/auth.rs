@@ -10,10 +10,10 @@ use utoipa_axum::routes;
 
 use super::ErrorOut;
 use crate::application::identity::{self, SessionOut};
+use crate::application::AppState;
 use crate::application::{Error, Principal, RequestContext, Result};
 use crate::http::extract::Json;
 use crate::http::middleware::no_content;
-use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

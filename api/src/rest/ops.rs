@@ -10,7 +10,7 @@ use axum::Router;
 use pulsar_projections::subscription::SubscriberState;
 use serde_json::json;
 
-use crate::state::AppState;
+use crate::application::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

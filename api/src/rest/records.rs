@@ -78,7 +78,7 @@ macro_rules! record_routes {
         use crate::http::middleware::no_content;
         use crate::http::extract::{Json, PathId, QueryPairs};
         use crate::http::openapi::{ItemQuery, ListQuery};
-        use crate::state::AppState;
+        use crate::application::AppState;
 
         pub fn router() -> OpenApiRouter<AppState> {
             OpenApiRouter::new()

@@ -13,11 +13,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{created, data, CreatedOut, DataOut, ErrorOut, ListOut};
+use crate::application::AppState;
 use crate::application::{workspaces, Principal, Result};
 use crate::http::extract::{Json, MemberIds, PathId, PathIds, QueryPairs, WorkspaceIds};
 use crate::http::middleware::no_content;
 use crate::http::openapi::{ListQuery, Listed};
-use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -24,10 +24,15 @@ impl RecordTable for Companies {
 /// The list `/companies` serves, its filters, includes and item shape.
 pub static LIST: ListSpec = ListSpec {
     from: "companies co",
-    item: "jsonb_build_object('id', co.id, 'workspace_id', co.workspace_id, 'name', co.name,
-            'domain', co.domain, 'created_by', with_actor_name(co.created_by),
+    item: concat!(
+        "jsonb_build_object('id', co.id, 'workspace_id', co.workspace_id, 'name', co.name,
+            'domain', co.domain, 'created_by', ",
+        crate::list::with_actor_name!("co"),
+        ",
             'created_at', rfc3339(co.created_at), 'updated_at', rfc3339(co.updated_at),
-            'version', co.version)",
+            'version', co.version)"
+    ),
+
     id: "co.id",
     sortable: &[
         Column {

@@ -28,10 +28,15 @@ impl RecordTable for Contacts {
 /// The list `/contacts` serves, its filters, includes and item shape.
 pub static LIST: ListSpec = ListSpec {
     from: "contacts c",
-    item: "jsonb_build_object('id', c.id, 'workspace_id', c.workspace_id, 'name', c.name,
+    item: concat!(
+        "jsonb_build_object('id', c.id, 'workspace_id', c.workspace_id, 'name', c.name,
             'email', c.email, 'phone', c.phone, 'company_id', c.company_id,
-            'created_by', with_actor_name(c.created_by), 'created_at', rfc3339(c.created_at),
-            'updated_at', rfc3339(c.updated_at), 'version', c.version)",
+            'created_by', ",
+        crate::list::with_actor_name!("c"),
+        ", 'created_at', rfc3339(c.created_at),
+            'updated_at', rfc3339(c.updated_at), 'version', c.version)"
+    ),
+
     id: "c.id",
     sortable: &[
         Column {

@@ -30,11 +30,16 @@ impl RecordTable for Deals {
 /// The list `/deals` serves, its filters, includes and item shape.
 pub static LIST: ListSpec = ListSpec {
     from: "deals d",
-    item: "jsonb_build_object('id', d.id, 'workspace_id', d.workspace_id, 'name', d.name,
+    item: concat!(
+        "jsonb_build_object('id', d.id, 'workspace_id', d.workspace_id, 'name', d.name,
             'amount_cents', d.amount_cents, 'currency', d.currency, 'stage', d.stage,
-            'company_id', d.company_id, 'contact_id', d.contact_id, 'created_by', with_actor_name(d.created_by),
+            'company_id', d.company_id, 'contact_id', d.contact_id, 'created_by', ",
+        crate::list::with_actor_name!("d"),
+        ",
             'created_at', rfc3339(d.created_at), 'updated_at', rfc3339(d.updated_at),
-            'version', d.version)",
+            'version', d.version)"
+    ),
+
     id: "d.id",
     sortable: &[
         Column { name: "name", sql: "d.name" },

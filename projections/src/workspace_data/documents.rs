@@ -27,10 +27,15 @@ impl RecordTable for Documents {
 /// The list `/documents` serves, its filters, includes and item shape.
 pub static LIST: ListSpec = ListSpec {
     from: "documents doc",
-    item: "jsonb_build_object('id', doc.id, 'workspace_id', doc.workspace_id, 'title', doc.title,
-            'body', doc.body, 'tags', to_jsonb(doc.tags), 'created_by', with_actor_name(doc.created_by),
+    item: concat!(
+        "jsonb_build_object('id', doc.id, 'workspace_id', doc.workspace_id, 'title', doc.title,
+            'body', doc.body, 'tags', to_jsonb(doc.tags), 'created_by', ",
+        crate::list::with_actor_name!("doc"),
+        ",
             'created_at', rfc3339(doc.created_at), 'updated_at', rfc3339(doc.updated_at),
-            'version', doc.version)",
+            'version', doc.version)"
+    ),
+
     id: "doc.id",
     sortable: &[
         Column {

@@ -29,11 +29,16 @@ impl RecordTable for Projects {
 /// The list `/projects` serves, its filters, includes and item shape.
 pub static LIST: ListSpec = ListSpec {
     from: "projects p",
-    item: "jsonb_build_object('id', p.id, 'workspace_id', p.workspace_id, 'name', p.name,
+    item: concat!(
+        "jsonb_build_object('id', p.id, 'workspace_id', p.workspace_id, 'name', p.name,
             'description', p.description, 'status', p.status, 'owner_id', p.owner_id,
-            'tags', to_jsonb(p.tags), 'created_by', with_actor_name(p.created_by),
+            'tags', to_jsonb(p.tags), 'created_by', ",
+        crate::list::with_actor_name!("p"),
+        ",
             'created_at', rfc3339(p.created_at), 'updated_at', rfc3339(p.updated_at),
-            'version', p.version)",
+            'version', p.version)"
+    ),
+
     id: "p.id",
     sortable: &[
         Column {

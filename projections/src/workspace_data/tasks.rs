@@ -32,13 +32,17 @@ impl RecordTable for Tasks {
 /// The list `/tasks` serves, its filters, includes and item shape.
 pub static LIST: ListSpec = ListSpec {
     from: "tasks t",
-    item:
+    item: concat!(
         "jsonb_build_object('id', t.id, 'workspace_id', t.workspace_id, 'project_id', t.project_id,
             'title', t.title, 'description', t.description, 'status', t.status,
             'priority', t.priority, 'assignee_id', t.assignee_id, 'due_date', to_jsonb(t.due_date),
-            'tags', to_jsonb(t.tags), 'created_by', with_actor_name(t.created_by),
+            'tags', to_jsonb(t.tags), 'created_by', ",
+        crate::list::with_actor_name!("t"),
+        ",
             'created_at', rfc3339(t.created_at), 'updated_at', rfc3339(t.updated_at),
-            'version', t.version)",
+            'version', t.version)"
+    ),
+
     id: "t.id",
     sortable: &[
         Column {

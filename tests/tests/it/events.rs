@@ -210,7 +210,9 @@ async fn events_stored_without_a_workspace_are_upcast_on_read_and_never_rewritte
 async fn long_streams_snapshot_and_load_in_one_query_with_exact_versions() {
     let app = TestApp::start().await;
     let user = app.signup("long@events.example", "Long").await;
-    let created = app.post(&format!("{V1}/projects"), &user, json!({"name": "v1"})).await;
+    let created = app
+        .post(&format!("{V1}/projects"), &user, json!({"name": "v1"}))
+        .await;
     created.expect(201);
     let id = created.body["data"]["id"].as_str().expect("id").to_string();
     for n in 2..=120 {
@@ -225,7 +227,11 @@ async fn long_streams_snapshot_and_load_in_one_query_with_exact_versions() {
             .await;
         response.expect(200);
         assert_eq!(response.header("etag"), Some(format!("\"{n}\"").as_str()));
-        assert_eq!(response.body["data"]["name"], format!("v{n}"), "read your write");
+        assert_eq!(
+            response.body["data"]["name"],
+            format!("v{n}"),
+            "read your write"
+        );
     }
     let (last_sequence, current_snapshot): (i64, i64) = sqlx::query_as(
         "SELECT last_sequence, current_snapshot FROM snapshots WHERE aggregate_id = $1",
