@@ -121,7 +121,7 @@ async fn statements_per_command(
         .iter()
         .filter(|(_, c)| *c as usize >= COMMANDS / 2)
         .collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1));
+    top.sort_by_key(|row| std::cmp::Reverse(row.1));
     for (query, calls) in top {
         let line: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
         println!(
