@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use pulsar_dispatcher::DispatcherConfig;
 
 /// Every setting, typed. `pulsar --help` prints [`Config::HELP`].
 #[derive(Debug, Clone)]
@@ -18,12 +19,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `PULSAR_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
-    /// `PULSAR_WEBHOOK_ALLOW_CIDRS`: private ranges webhooks may reach.
-    pub webhook_allow_cidrs: Vec<IpNet>,
-    /// `PULSAR_WEBHOOK_ALLOW_HTTP`: allow plain-http endpoint URLs.
-    pub webhook_allow_http: bool,
-    /// `PULSAR_WEBHOOK_RETRY_SCHEDULE`: delays between delivery attempts.
-    pub webhook_retry_schedule: Vec<Duration>,
+    /// `PULSAR_WEBHOOK_*`: the dispatcher's section (SSRF allowances, retry schedule,
+    /// disable window, timeouts, concurrency).
+    pub webhooks: DispatcherConfig,
     /// `PULSAR_SECRET_KEY`: encrypts webhook secrets at rest; generated into the data
     /// dir when unset.
     pub secret_key: Option<String>,
@@ -65,12 +63,7 @@ impl Default for Config {
             database_url: None,
             data_dir: PathBuf::from("./data"),
             trusted_proxies: Vec::new(),
-            webhook_allow_cidrs: Vec::new(),
-            webhook_allow_http: false,
-            webhook_retry_schedule: [5, 300, 1800, 7200, 18000, 36000, 36000]
-                .into_iter()
-                .map(Duration::from_secs)
-                .collect(),
+            webhooks: DispatcherConfig::default(),
             secret_key: None,
             allow_signup: true,
             max_body_bytes: 1024 * 1024,
@@ -134,6 +127,9 @@ Environment (all optional):
   PULSAR_WEBHOOK_ALLOW_CIDRS      private ranges webhooks may reach [none]
   PULSAR_WEBHOOK_ALLOW_HTTP       allow plain-http webhook URLs [false]
   PULSAR_WEBHOOK_RETRY_SCHEDULE   delays between attempts [5s,5m,30m,2h,5h,10h,10h]
+  PULSAR_WEBHOOK_DISABLE_AFTER    disable an endpoint with no success for this long [5d]
+  PULSAR_WEBHOOK_TIMEOUT_MS       bound of one delivery request [15000]
+  PULSAR_WEBHOOK_CONCURRENCY      deliveries in flight per dispatcher process [64]
   PULSAR_SECRET_KEY               key encrypting webhook secrets [generated into the data dir]
   PULSAR_ALLOW_SIGNUP             whether POST /auth/signup is open [true]
   PULSAR_MAX_BODY_BYTES           largest request body [1048576]
@@ -177,13 +173,13 @@ Environment (all optional):
             config.trusted_proxies = parse_cidrs(&value).map_err(|m| fail(name, m))?;
         }
         if let Some((name, value)) = get("PULSAR_WEBHOOK_ALLOW_CIDRS") {
-            config.webhook_allow_cidrs = parse_cidrs(&value).map_err(|m| fail(name, m))?;
+            config.webhooks.allow_cidrs = parse_cidrs(&value).map_err(|m| fail(name, m))?;
         }
         if let Some((name, value)) = get("PULSAR_WEBHOOK_ALLOW_HTTP") {
-            config.webhook_allow_http = parse_bool(&value).map_err(|m| fail(name, m))?;
+            config.webhooks.allow_http = parse_bool(&value).map_err(|m| fail(name, m))?;
         }
         if let Some((name, value)) = get("PULSAR_WEBHOOK_RETRY_SCHEDULE") {
-            config.webhook_retry_schedule = value
+            config.webhooks.retry_schedule = value
                 .split(',')
                 .map(|d| {
                     parse_duration(d).ok_or_else(|| {
@@ -191,6 +187,10 @@ Environment (all optional):
                     })
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some((name, value)) = get("PULSAR_WEBHOOK_DISABLE_AFTER") {
+            config.webhooks.disable_after = parse_duration(&value)
+                .ok_or_else(|| fail(name, format!("`{value}` is not a duration like 5d, 12h")))?;
         }
         if let Some((_, value)) = get("PULSAR_UPGRADE_URL") {
             config.upgrade_url = value;
@@ -239,6 +239,15 @@ Environment (all optional):
         if let Some((_, value)) = get("PULSAR_LOG") {
             config.log = value;
         }
+        if let Some((name, value)) = get("PULSAR_WEBHOOK_TIMEOUT_MS") {
+            config.webhooks.request_timeout =
+                Duration::from_millis(number(name, &value, 100, 300_000)?);
+        }
+        if let Some((name, value)) = get("PULSAR_WEBHOOK_CONCURRENCY") {
+            config.webhooks.concurrency = number(name, &value, 1, 10_000)? as usize;
+        }
+        // A claimed delivery stays with its worker for a request's bound and a margin.
+        config.webhooks.lease = config.webhooks.request_timeout + Duration::from_secs(5);
         if let Some((name, value)) = get("PULSAR_LOG_FORMAT") {
             config.log_json = match value.as_str() {
                 "json" => true,
@@ -268,7 +277,7 @@ mod tests {
     fn defaults_then_environment() {
         let config = from(&[]).expect("defaults are valid");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.webhook_retry_schedule.len(), 7);
+        assert_eq!(config.webhooks.retry_schedule.len(), 7);
         let config = from(&[
             ("PULSAR_LISTEN", ":0"),
             ("PULSAR_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1 ,::1"),
@@ -279,7 +288,7 @@ mod tests {
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.trusted_proxies.len(), 3);
         assert_eq!(
-            config.webhook_retry_schedule,
+            config.webhooks.retry_schedule,
             vec![
                 Duration::from_millis(100),
                 Duration::from_secs(2),

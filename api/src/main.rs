@@ -11,7 +11,7 @@ const USAGE: &str = "\
 pulsar: scoped API keys, workspace data, webhooks and audit over an event log
 
 Usage:
-  pulsar serve [--role all|api|projector]   run the server (default role: all)
+  pulsar serve [--role all|api|projector|dispatcher]   run the server (default role: all)
   pulsar migrate                            apply database migrations and exit
   pulsar projections rebuild <name|all>     replay the log into fresh read models and swap
                                             them in (the server may keep running)
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         ["serve", "--role", role] | ["serve", "--role=", role] => match Role::parse(role) {
             Some(role) => Command::Serve(role),
             None => {
-                eprintln!("pulsar: unknown role `{role}` (all, api, projector)");
+                eprintln!("pulsar: unknown role `{role}` (all, api, projector, dispatcher)");
                 return ExitCode::from(2);
             }
         },

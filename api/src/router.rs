@@ -30,6 +30,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rest::deals::router())
         .merge(rest::documents::router())
         .merge(rest::event_types::router())
+        .merge(rest::webhooks::router())
         .split_for_parts();
     crate::http::openapi::scoping_parameters(&mut openapi);
     (router, openapi)

@@ -10,6 +10,7 @@ use pulsar_projections::identity::{self, IdentityProjection};
 use pulsar_projections::key_table::{self, KeyTable};
 use pulsar_projections::rebuild;
 use pulsar_projections::subscription::SubscriptionConfig;
+use pulsar_projections::webhooks::{self, WebhooksProjection};
 use pulsar_projections::workspace_data as data;
 use pulsar_projections::Subscriptions;
 use sqlx::PgPool;
@@ -28,6 +29,9 @@ pub enum Role {
     Api,
     /// Projections and upkeep only (the API still answers health and metrics).
     Projector,
+    /// The webhook dispatcher only: fan-out and delivery workers (the API still answers
+    /// health and metrics).
+    Dispatcher,
 }
 
 impl Role {
@@ -36,6 +40,7 @@ impl Role {
             "all" => Some(Self::All),
             "api" => Some(Self::Api),
             "projector" => Some(Self::Projector),
+            "dispatcher" => Some(Self::Dispatcher),
             _ => None,
         }
     }
@@ -43,10 +48,14 @@ impl Role {
     fn projects(self) -> bool {
         matches!(self, Self::All | Self::Projector)
     }
+
+    fn dispatches(self) -> bool {
+        matches!(self, Self::All | Self::Dispatcher)
+    }
 }
 
 /// The durable read models, by subscriber name.
-pub const READ_MODELS: [&str; 8] = [
+pub const READ_MODELS: [&str; 9] = [
     identity::NAME,
     api_keys::NAME,
     data::projects::NAME,
@@ -55,6 +64,7 @@ pub const READ_MODELS: [&str; 8] = [
     data::companies::NAME,
     data::deals::NAME,
     data::documents::NAME,
+    webhooks::NAME,
 ];
 
 /// Rebuilds the named read model (`all`: every one, in turn) from the log, calling
@@ -95,6 +105,7 @@ pub async fn rebuild(
             data::documents::NAME => {
                 rebuild::rebuild(pool, &data::documents::Projection::default(), progress).await
             }
+            webhooks::NAME => rebuild::rebuild(pool, &WebhooksProjection, progress).await,
             other => return Err(RebuildError::Unknown(other.to_string())),
         }?;
         reports.push(report);
@@ -126,6 +137,8 @@ pub enum StartError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the key table did not load within {0:?}")]
     KeyTable(Duration),
+    #[error("{0}")]
+    State(#[from] crate::application::state::StateError),
 }
 
 impl Runtime {
@@ -160,11 +173,19 @@ impl Runtime {
             tasks.push(subscriptions.spawn(data::companies::Projection::default()));
             tasks.push(subscriptions.spawn(data::deals::Projection::default()));
             tasks.push(subscriptions.spawn(data::documents::Projection::default()));
+            tasks.push(subscriptions.spawn(WebhooksProjection));
         } else {
             tasks.extend(READ_MODELS.map(|name| subscriptions.follow(name)));
         }
         let interval = config.maintenance_interval;
-        let state = AppState::new(config, pool, subscriptions.clone(), key_table);
+        let state = AppState::new(config, pool, subscriptions.clone(), key_table)?;
+        if role.dispatches() {
+            tasks.push(subscriptions.spawn(pulsar_dispatcher::fanout::FanOut));
+            let progress = subscriptions.progress(pulsar_dispatcher::fanout::NAME);
+            tasks.push(tokio::spawn(
+                state.dispatcher.clone().run(progress, shutdown_rx.clone()),
+            ));
+        }
         tasks.push(tokio::spawn(flush_usage(
             state.clone(),
             interval,

@@ -29,6 +29,7 @@ use crate::metadata::Actor;
 use crate::record::{Record, RecordEvent, RecordKind};
 use crate::scopes::Role;
 use crate::user::{User, UserEvent};
+use crate::webhook::{Webhook, WebhookEvent};
 use crate::workspace::{Tier, Workspace, WorkspaceEvent, WorkspaceSettings};
 use crate::workspace_data::{
     CompanyKind, ContactKind, DealKind, DocumentKind, ProjectKind, TaskKind,
@@ -40,6 +41,8 @@ pub enum PublicResource {
     Workspace,
     Member,
     ApiKey,
+    /// A webhook endpoint (`webhooks.*`).
+    Webhook,
     /// Workspace data of the kind with this aggregate type (`Project`, ...).
     Record(&'static str),
 }
@@ -72,7 +75,7 @@ const RECORD_TYPES: [EventType; 18] = record_types! {
     "documents", DocumentKind, "document";
 };
 
-const OTHER_TYPES: [EventType; 11] = [
+const OTHER_TYPES: [EventType; 13] = [
     EventType { name: "workspaces.created", description: "A workspace was created.", resource: PublicResource::Workspace },
     EventType { name: "workspaces.updated", description: "A workspace's name, settings or tier changed; `data` is the workspace after the change.", resource: PublicResource::Workspace },
     EventType { name: "workspaces.deleted", description: "A workspace was deleted; its keys and sessions stopped with it.", resource: PublicResource::Workspace },
@@ -84,6 +87,8 @@ const OTHER_TYPES: [EventType; 11] = [
     EventType { name: "api_keys.rotated", description: "An API key was rotated: it keeps working until `grace_period_ends_at`, `replaced_by` names the new key.", resource: PublicResource::ApiKey },
     EventType { name: "api_keys.revoked", description: "An API key was revoked; it stopped working at once.", resource: PublicResource::ApiKey },
     EventType { name: "api_keys.expired", description: "A rotated API key's grace period ended; it no longer works.", resource: PublicResource::ApiKey },
+    EventType { name: "webhooks.disabled", description: "A webhook endpoint of the workspace was disabled (it answered 410 Gone, or had no success for too long); `disabled_reason` says why. Delivered to the workspace's other endpoints.", resource: PublicResource::Webhook },
+    EventType { name: "webhooks.test", description: "Sent by `POST /webhooks/{id}/test` to that endpoint only, never stored; `data` is the endpoint.", resource: PublicResource::Webhook },
 ];
 
 /// Every public event type, in the order the documentation lists them.
@@ -427,6 +432,92 @@ impl Published for ApiKey {
     }
 }
 
+// Webhooks --------------------------------------------------------------------------------
+
+/// A webhook endpoint, as `webhooks.*` events carry it: never its secret.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookData {
+    pub id: String,
+    pub workspace_id: String,
+    pub url: String,
+    pub description: Option<String>,
+    /// Event types and wildcards it subscribes to.
+    pub events: Vec<String>,
+    pub is_active: bool,
+    /// Why the dispatcher disabled it, while it is disabled.
+    pub disabled_reason: Option<String>,
+    /// Deliveries per second at most; `null` for no limit.
+    pub rate_limit: Option<u32>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub version: i64,
+}
+
+impl WebhookData {
+    fn settings(&mut self, settings: &crate::webhook::WebhookSettings) {
+        self.url = settings.url.clone();
+        self.description = settings.description.clone();
+        self.events = settings.events.clone();
+        self.rate_limit = settings.rate_limit;
+    }
+}
+
+impl Published for Webhook {
+    type View = WebhookData;
+
+    fn public_type(event: &WebhookEvent) -> Option<&'static str> {
+        match event {
+            WebhookEvent::WebhookDisabled { .. } => Some("webhooks.disabled"),
+            // Configuration changes are in the audit log; receivers only need to hear
+            // that an endpoint stopped receiving.
+            WebhookEvent::WebhookCreated { .. }
+            | WebhookEvent::WebhookUpdated { .. }
+            | WebhookEvent::WebhookSecretRotated { .. }
+            | WebhookEvent::WebhookDeleted => None,
+        }
+    }
+
+    fn fold(view: &mut WebhookData, event: &WebhookEvent, envelope: &Envelope<'_>) {
+        view.version = envelope.sequence;
+        view.updated_at = envelope.at();
+        match event {
+            WebhookEvent::WebhookCreated {
+                workspace_id,
+                settings,
+                ..
+            } => {
+                *view = WebhookData {
+                    id: envelope.aggregate_id.to_string(),
+                    workspace_id: workspace_id.clone(),
+                    is_active: true,
+                    created_at: envelope.at(),
+                    updated_at: envelope.at(),
+                    version: envelope.sequence,
+                    ..WebhookData::default()
+                };
+                view.settings(settings);
+            }
+            WebhookEvent::WebhookUpdated {
+                settings,
+                is_active,
+                ..
+            } => {
+                view.settings(settings);
+                view.is_active = *is_active;
+                if *is_active {
+                    view.disabled_reason = None;
+                }
+            }
+            WebhookEvent::WebhookSecretRotated { .. } | WebhookEvent::WebhookDeleted => {}
+            WebhookEvent::WebhookDisabled { reason } => {
+                view.is_active = false;
+                view.disabled_reason = Some(reason.clone());
+            }
+        }
+    }
+}
+
 // Workspace data ---------------------------------------------------------------------------
 
 /// A record (project, task, ...), as `<resource>.*` events carry it: its fields and
@@ -659,7 +750,41 @@ mod tests {
         record::<CompanyKind>(&mut out);
         record::<DealKind>(&mut out);
         record::<DocumentKind>(&mut out);
-        assert_eq!(out.len(), 1 + 7 + 5 + 18);
+        let webhook = crate::webhook::WebhookSettings {
+            url: "https://example.com/hook".into(),
+            events: vec!["*".into()],
+            description: None,
+            rate_limit: None,
+        };
+        for event in [
+            WebhookEvent::WebhookCreated {
+                workspace_id: "ws_1".into(),
+                settings: webhook.clone(),
+                secret_fingerprint: "fp".into(),
+                created_by: Actor::user("usr_1"),
+            },
+            WebhookEvent::WebhookUpdated {
+                settings: webhook,
+                is_active: true,
+                changed: vec![],
+            },
+            WebhookEvent::WebhookSecretRotated {
+                secret_fingerprint: "fp".into(),
+                previous_valid_until: Utc::now(),
+            },
+            WebhookEvent::WebhookDisabled {
+                reason: "gone".into(),
+            },
+            WebhookEvent::WebhookDeleted,
+        ] {
+            let what = if matches!(event, WebhookEvent::WebhookDisabled { .. }) {
+                "webhook disabled"
+            } else {
+                "webhook configuration"
+            };
+            out.push((what, Webhook::public_type(&event)));
+        }
+        assert_eq!(out.len(), 1 + 7 + 5 + 18 + 5);
         out
     }
 
@@ -671,7 +796,10 @@ mod tests {
                     event_type(name).is_some(),
                     "{what}: {name} not in the catalog"
                 ),
-                None => assert_eq!(what, "UserRegistered", "only user registration is internal"),
+                None => assert!(
+                    matches!(what, "UserRegistered" | "webhook configuration"),
+                    "only user registration and webhook configuration are internal, not {what}"
+                ),
             }
         }
         // Names are unique and of the `<resource>.<verb>` form.

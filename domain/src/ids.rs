@@ -33,6 +33,8 @@ pub mod prefix {
     pub const API_KEY: &str = "key";
     pub const PIXEL: &str = "px";
     pub const REQUEST: &str = "req";
+    pub const WEBHOOK: &str = "wh";
+    pub const DELIVERY: &str = "dlv";
 }
 
 #[cfg(test)]

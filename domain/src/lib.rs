@@ -17,6 +17,7 @@
 //! - [`api_key`], [`keys`]: the API key aggregate and the key format.
 //! - [`catalog`]: the public event catalog: every internal event's public type and the
 //!   payload folded from its stream (what webhooks, audit exports and MCP show).
+//! - [`webhook`]: the webhook endpoint aggregate (where a workspace's events are sent).
 //! - [`record`]: the generic aggregate behind all workspace data; [`workspace_data`]:
 //!   its kinds (projects, tasks, contacts, companies, deals, documents) and tier limits.
 
@@ -31,6 +32,7 @@ pub mod record;
 pub mod scopes;
 pub mod user;
 pub mod validate;
+pub mod webhook;
 pub mod workspace;
 pub mod workspace_data;
 

@@ -18,6 +18,7 @@
 //! - [`identity`]: users, workspaces and members read models.
 //! - [`api_keys`]: the API keys read model.
 //! - [`key_table`]: the in-memory key table every process verifies keys against.
+//! - [`webhooks`]: the webhook endpoints read model, and the endpoint and delivery lists.
 //! - [`workspace_data`]: projects, tasks, contacts, companies, deals and documents.
 
 pub mod api_keys;
@@ -29,6 +30,7 @@ pub mod position;
 pub mod public;
 pub mod rebuild;
 pub mod subscription;
+pub mod webhooks;
 pub mod workspace_data;
 
 pub use log::StoredEvent;

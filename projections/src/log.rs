@@ -190,6 +190,38 @@ pub async fn read_between_of_types(
     rows.iter().map(StoredEvent::from_row).collect()
 }
 
+/// The events before the given sequence of each named aggregate (`(type, id,
+/// sequence)`), in stream order: what a fold needs before it can publish an event it
+/// reads in log order (see [`crate::public`]).
+pub async fn read_stream_prefixes(
+    conn: &mut PgConnection,
+    wanted: &[(String, String, i64)],
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (types, rest): (Vec<&str>, Vec<(&str, i64)>) = wanted
+        .iter()
+        .map(|(t, i, s)| (t.as_str(), (i.as_str(), *s)))
+        .unzip();
+    let (ids, sequences): (Vec<&str>, Vec<i64>) = rest.into_iter().unzip();
+    let rows = sqlx::query(
+        "SELECT e.transaction_id::text AS tx_text, e.global_position, e.aggregate_type,
+                e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata,
+                e.recorded_at, coalesce(e.metadata ->> 'workspace_id', event_workspace(e)) AS workspace
+           FROM unnest($1::text[], $2::text[], $3::bigint[]) AS w(aggregate_type, aggregate_id, below)
+           JOIN events e ON e.aggregate_type = w.aggregate_type AND e.aggregate_id = w.aggregate_id
+                        AND e.sequence < w.below
+          ORDER BY e.aggregate_type, e.aggregate_id, e.sequence",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .bind(&sequences)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
 /// The position of an aggregate's latest event, for read-your-writes waits.
 pub async fn position_of_latest(
     pool: &PgPool,
@@ -231,4 +263,39 @@ pub async fn history(
     .bind(aggregate_id)
     .fetch_all(pool)
     .await?)
+}
+
+/// A workspace's events recorded in `[since, until)`, in log order, after `after`: what
+/// a webhook replay reads, back to the workspace's first event.
+pub async fn read_workspace_window(
+    conn: &mut PgConnection,
+    workspace_id: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    // The first branch uses `events_workspace_idx`; the second finds events stored before
+    // the workspace was recorded on each one (the upcaster of migration 0006).
+    let rows = sqlx::query(
+        "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
+                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
+                coalesce(metadata ->> 'workspace_id', event_workspace(events)) AS workspace
+           FROM events
+          WHERE ((metadata ? 'workspace_id' AND metadata ->> 'workspace_id' = $1)
+                 OR (NOT metadata ? 'workspace_id' AND event_workspace(events) = $1))
+            AND recorded_at >= $2 AND recorded_at < $3
+            AND (transaction_id, global_position) > ($4::text::xid8, $5)
+          ORDER BY events.transaction_id, events.global_position
+          LIMIT $6",
+    )
+    .bind(workspace_id)
+    .bind(since)
+    .bind(until)
+    .bind(after.transaction_text())
+    .bind(after.global_position)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
 }

@@ -10,6 +10,7 @@ use pulsar_domain::api_key::ApiKey;
 use pulsar_domain::catalog::{publish, Envelope, PublicEvent, Published};
 use pulsar_domain::metadata::{Actor, ActorType};
 use pulsar_domain::user::User;
+use pulsar_domain::webhook::Webhook;
 use pulsar_domain::workspace::Workspace;
 use pulsar_domain::workspace_data::{Company, Contact, Deal, Document, Project, Task};
 
@@ -62,6 +63,7 @@ pub fn publish_stream(events: &[StoredEvent]) -> Result<Vec<Option<PublicEvent>>
         Company::TYPE => stream::<Company>(events),
         Deal::TYPE => stream::<Deal>(events),
         Document::TYPE => stream::<Document>(events),
+        Webhook::TYPE => stream::<Webhook>(events),
         other => Err(ProjectionError::Decode(format!(
             "no public catalog entry for aggregate type {other}"
         ))),

@@ -825,7 +825,6 @@ impl Subscriptions {
         statuses
     }
 
-    /// Runs `f` with a subscriber's lag histogram.
     /// Where subscriber `name`'s checkpoint stands, as this process last saw it. A read
     /// model changes only when its checkpoint moves.
     pub fn position(&self, name: &str) -> Option<Position> {
@@ -833,6 +832,14 @@ impl Subscriptions {
         entries.get(name).map(|e| *e.position.borrow())
     }
 
+    /// A watch of subscriber `name`'s checkpoint (as this process sees it), for work
+    /// that follows a subscriber (the webhook workers follow the fan-out).
+    pub fn progress(&self, name: &str) -> Option<watch::Receiver<Position>> {
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(name).map(|e| e.position.subscribe())
+    }
+
+    /// Runs `f` with a subscriber's lag histogram.
     pub fn with_lag<R>(&self, name: &str, f: impl FnOnce(&LagHistogram) -> R) -> Option<R> {
         let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
         entries.get(name).map(|e| f(&e.lag))

@@ -63,7 +63,7 @@ fn verification() {
         });
         issued.push(key.full());
     }
-    let state = AppState::new(Config::default(), pool, subscriptions, table);
+    let state = AppState::new(Config::default(), pool, subscriptions, table).expect("state");
     let ip: IpAddr = "10.1.2.3".parse().expect("ip");
     const BATCH: usize = 1000;
     let mut per_call = Vec::new();

@@ -21,6 +21,7 @@ use tower::ServiceExt;
 
 pub mod bench;
 pub mod database;
+pub mod receiver;
 
 pub use database::TestDb;
 pub use pulsar_api::runtime::Role as ProcessRole;
@@ -43,6 +44,18 @@ pub fn test_config() -> Config {
         // Tests that are not about rate limits must not trip over them.
         rate_limit_scale: 100.0,
         maintenance_interval: Duration::from_millis(100),
+        // Never a key file in the working directory.
+        secret_key: Some("00".repeat(32)),
+        // Receivers listen on loopback over plain HTTP; retries come fast.
+        webhooks: pulsar_dispatcher::DispatcherConfig {
+            allow_cidrs: vec!["127.0.0.0/8".parse().expect("cidr")],
+            allow_http: true,
+            retry_schedule: vec![Duration::from_millis(200); 3],
+            request_timeout: Duration::from_secs(3),
+            lease: Duration::from_secs(8),
+            poll_interval: Duration::from_millis(100),
+            ..pulsar_dispatcher::DispatcherConfig::default()
+        },
         ..Config::default()
     }
 }
@@ -115,8 +128,21 @@ impl TestApp {
     }
 
     pub async fn start_with(config: Config) -> TestApp {
+        Self::start_as(config, Role::All).await
+    }
+
+    /// The application in one role (e.g. without the dispatcher, which a test then runs
+    /// as a separate process).
+    pub async fn start_as(config: Config, role: Role) -> TestApp {
+        // `TEST_LOG=debug` shows the server's log while debugging a test.
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let db = TestDb::new().await;
-        let runtime = Runtime::start_with(config, db.pool.clone(), Role::All, fast_subscriptions())
+        let runtime = Runtime::start_with(config, db.pool.clone(), role, fast_subscriptions())
             .await
             .expect("runtime starts");
         let router = pulsar_api::app(runtime.state.clone());

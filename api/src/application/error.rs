@@ -14,6 +14,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("{0}")]
     BadRequest(String),
+    /// A delivery that already succeeded cannot be retried.
+    #[error("{0}")]
+    CannotRetry(String),
     #[error("{0}")]
     Unauthorized(String),
     /// The key is older than its `max_age_days` policy.
@@ -82,6 +85,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
+            Self::CannotRetry(_) => "cannot_retry",
             Self::Unauthorized(_) => "unauthorized",
             Self::KeyRotationRequired => "key_rotation_required",
             Self::IpNotAllowed => "ip_not_allowed",

@@ -14,6 +14,7 @@
 //! - [`commands`]: running commands with conflict retries and read-your-writes, over
 //!   [`event_store`] (postgres-es's tables in fewer round trips).
 //! - [`rate_limit`], [`usage`]: per-principal limits and call counting.
+//! - [`webhooks`]: endpoints, secrets, tests, deliveries, retry, recover and replay.
 //! - [`claims`]: uniqueness the write side cannot check by itself (slugs).
 //! - [`state`]: [`AppState`], the handles every use case shares (pool, commands,
 //!   subscriptions, key table, limiter, clock, config).
@@ -30,6 +31,7 @@ pub mod rate_limit;
 pub mod records;
 pub mod state;
 pub mod usage;
+pub mod webhooks;
 pub mod workspaces;
 
 pub use context::{Auth, ClientIp, Principal, PrincipalKind, RequestContext, Session};

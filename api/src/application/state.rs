@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use pulsar_dispatcher::secrets::SecretBox;
+use pulsar_dispatcher::Dispatcher;
 use pulsar_projections::key_table::KeyTable;
 use pulsar_projections::list::CountCache;
 use pulsar_projections::Subscriptions;
@@ -29,6 +31,18 @@ pub struct AppState {
     pub clock: Arc<Clock>,
     /// List totals, reused while their read model has not moved.
     pub counts: Arc<CountCache>,
+    /// Webhook sending, secret sealing and the SSRF guard (its claim loop runs only in
+    /// processes with the dispatcher role).
+    pub dispatcher: Dispatcher,
+}
+
+/// Why the shared state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("webhook secret key: {0}")]
+    SecretKey(#[from] pulsar_dispatcher::secrets::KeyError),
+    #[error("webhook HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 impl AppState {
@@ -37,7 +51,7 @@ impl AppState {
         pool: PgPool,
         subscriptions: Subscriptions,
         key_table: Arc<KeyTable>,
-    ) -> Self {
+    ) -> Result<Self, StateError> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::default());
         let commands = Commands::new(
@@ -46,7 +60,13 @@ impl AppState {
             config.consistency_timeout,
             metrics.clone(),
         );
-        Self {
+        let secrets = SecretBox::from_config(config.secret_key.as_deref(), &config.data_dir)?;
+        let control = Arc::new(crate::application::webhooks::Control {
+            commands: commands.clone(),
+        });
+        let dispatcher = Dispatcher::new(pool.clone(), config.webhooks.clone(), secrets, control)?;
+        Ok(Self {
+            dispatcher,
             rate_limiter: Arc::new(RateLimiter::new(config.rate_limit_scale)),
             config,
             pool,
@@ -57,6 +77,6 @@ impl AppState {
             usage: Arc::default(),
             clock: Arc::default(),
             counts: Arc::default(),
-        }
+        })
     }
 }

@@ -11,7 +11,7 @@ use crate::http::request_id;
 /// The status of an error's answer.
 pub fn status(error: &Error) -> StatusCode {
     match error {
-        Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::BadRequest(_) | Error::CannotRetry(_) => StatusCode::BAD_REQUEST,
         Error::Unauthorized(_) | Error::KeyRotationRequired => StatusCode::UNAUTHORIZED,
         Error::IpNotAllowed => StatusCode::FORBIDDEN,
         Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -126,6 +126,22 @@ impl IdKind for ApiKeyIds {
     const LABEL: &'static str = "API key";
 }
 
+/// Webhook endpoint ids (`wh_…`).
+#[derive(Debug)]
+pub struct WebhookIds;
+impl IdKind for WebhookIds {
+    const PREFIX: &'static str = pulsar_domain::ids::prefix::WEBHOOK;
+    const LABEL: &'static str = "Webhook";
+}
+
+/// Webhook delivery ids (`dlv_…`).
+#[derive(Debug)]
+pub struct DeliveryIds;
+impl IdKind for DeliveryIds {
+    const PREFIX: &'static str = pulsar_domain::ids::prefix::DELIVERY;
+    const LABEL: &'static str = "Delivery";
+}
+
 /// The one `{id}` of a route's path, of kind `K`: 404 when it cannot be one.
 #[derive(Debug)]
 pub struct PathId<K>(pub String, pub PhantomData<K>);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::response::{IntoResponse, Response};
 use pulsar_domain::catalog::{
-    self, ApiKeyData, EventType, MemberData, PublicResource, RecordData, WorkspaceData,
+    self, ApiKeyData, EventType, MemberData, PublicResource, RecordData, WebhookData, WorkspaceData,
 };
 use pulsar_domain::record::RecordKind;
 use pulsar_domain::scopes::{Action, Permission, Resource};
@@ -93,6 +93,7 @@ fn data_schema(resource: PublicResource) -> String {
         PublicResource::Workspace => WorkspaceData::name().into_owned(),
         PublicResource::Member => MemberData::name().into_owned(),
         PublicResource::ApiKey => ApiKeyData::name().into_owned(),
+        PublicResource::Webhook => WebhookData::name().into_owned(),
         PublicResource::Record(kind) => match kind {
             k if k == ProjectKind::TYPE => record("ProjectFields"),
             k if k == TaskKind::TYPE => record("TaskFields"),
@@ -111,6 +112,7 @@ impl Catalog {
         add::<WorkspaceData>(&mut components);
         add::<MemberData>(&mut components);
         add::<ApiKeyData>(&mut components);
+        add::<WebhookData>(&mut components);
         // Generic schemas are named after their parameter.
         // Generic schemas are named after their parameter. The fields are inlined, and
         // open: a request body refuses unknown members, an event's data has more.

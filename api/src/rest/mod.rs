@@ -22,6 +22,7 @@ pub mod ops;
 pub mod projects;
 pub mod records;
 pub mod tasks;
+pub mod webhooks;
 pub mod workspaces;
 
 /// The query parameter that names the workspace a request acts in (API.md section 1);

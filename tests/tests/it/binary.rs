@@ -40,13 +40,18 @@ impl Server {
 
     /// As [`Server::spawn`]; with `log`, stderr (the server's log) goes to that file.
     pub fn spawn_logged(envs: &[(&str, &str)], log: Option<&std::path::Path>) -> Server {
+        Self::spawn_role("all", envs, log)
+    }
+
+    /// `pulsar serve --role <role>`.
+    pub fn spawn_role(role: &str, envs: &[(&str, &str)], log: Option<&std::path::Path>) -> Server {
         let mut command = Command::new(pulsar_binary());
         let stderr = match log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
             None => Stdio::inherit(),
         };
         command
-            .arg("serve")
+            .args(["serve", "--role", role])
             .env_remove("DATABASE_URL")
             .env("PULSAR_LISTEN", "127.0.0.1:0")
             .env("PULSAR_LOG", "warn")
@@ -67,6 +72,12 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .to_string();
         Server { child, base }
+    }
+
+    /// SIGKILL: the process dies at once, mid-work, with no cleanup.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM and wait: graceful shutdown must end the process (and its cluster).

@@ -408,7 +408,9 @@ async fn health_readiness_and_metrics() {
             "identity",
             "key_table",
             "projects",
-            "tasks"
+            "tasks",
+            "webhook_fanout",
+            "webhooks"
         ]
     );
     app.signup("metrics@example.com", "Metrics").await;

@@ -14,4 +14,5 @@ mod identity;
 mod lifecycle;
 mod rebuild;
 mod subscriptions;
+mod webhooks;
 mod workspace_data;
