@@ -196,17 +196,32 @@ pub async fn baseline_axum() -> Run {
 /// pool, warnings only, and rate limits scaled far above any tier (the limiter still
 /// runs on every request).
 pub async fn start_pulsar(url: &str) -> (sqlx::PgPool, pulsar_api::runtime::Runtime) {
-    let pool = pulsar_api::db::connect(url, 40).await.expect("connect");
+    start_pulsar_with(url, bench_config()).await
+}
+
+/// The configuration [`start_pulsar`] uses.
+pub fn bench_config() -> pulsar_api::Config {
+    pulsar_api::Config {
+        db_pool_size: 40,
+        log: "warn".into(),
+        rate_limit_scale: 1000.0,
+        secret_key: Some("00".repeat(32)),
+        ..pulsar_api::Config::default()
+    }
+}
+
+/// As [`start_pulsar`], with `config`.
+pub async fn start_pulsar_with(
+    url: &str,
+    config: pulsar_api::Config,
+) -> (sqlx::PgPool, pulsar_api::runtime::Runtime) {
+    let pool = pulsar_api::db::connect(url, config.db_pool_size)
+        .await
+        .expect("connect");
     sqlx::query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         .execute(&pool)
         .await
         .ok();
-    let config = pulsar_api::Config {
-        db_pool_size: 40,
-        log: "warn".into(),
-        rate_limit_scale: 1000.0,
-        ..pulsar_api::Config::default()
-    };
     let runtime =
         pulsar_api::runtime::Runtime::start(config, pool.clone(), pulsar_api::runtime::Role::All)
             .await

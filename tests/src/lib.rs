@@ -439,6 +439,47 @@ pub async fn every_kind_of_command(app: &TestApp) -> User {
             .await
             .expect(204);
     }
+    // A webhook endpoint's whole life; `.invalid` never resolves, so nothing is sent.
+    let hook = app
+        .post(
+            &format!("{V1}/webhooks"),
+            &owner,
+            json!({"url": "https://hooks.invalid/pulsar", "events": ["projects.*"]}),
+        )
+        .await;
+    hook.expect(201);
+    let hook = hook.body["data"]["id"].as_str().expect("id").to_string();
+    app.patch(
+        &format!("{V1}/webhooks/{hook}"),
+        &owner,
+        json!({"description": "CRM sync"}),
+    )
+    .await
+    .expect(200);
+    app.post(
+        &format!("{V1}/webhooks/{hook}/rotate-secret"),
+        &owner,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    // Disabled the way the dispatcher does it.
+    let control = pulsar_api::application::webhooks::Control {
+        commands: app.runtime.state.commands.clone(),
+    };
+    pulsar_dispatcher::EndpointControl::disable(&control, &hook, "The endpoint answered 410 Gone.")
+        .await
+        .expect("disable");
+    app.patch(
+        &format!("{V1}/webhooks/{hook}"),
+        &owner,
+        json!({"is_active": true}),
+    )
+    .await
+    .expect(200);
+    app.delete(&format!("{V1}/webhooks/{hook}"), &owner)
+        .await
+        .expect(204);
     app.patch(
         &format!("{V1}/projects/{project}"),
         &owner,

@@ -92,10 +92,13 @@ async fn every_published_event_validates_against_its_catalog_schema() {
             );
         }
     }
-    // The workload reached every type but the ones only time produces.
+    // The workload reached every type but the one only time produces and the one never
+    // stored (a test delivery).
     let missing: Vec<&String> = schemas
         .keys()
-        .filter(|name| !seen.contains_key(*name) && *name != "api_keys.expired")
+        .filter(|name| {
+            !seen.contains_key(*name) && *name != "api_keys.expired" && *name != "webhooks.test"
+        })
         .collect();
     assert!(missing.is_empty(), "not exercised: {missing:?}");
     app.stop().await;

@@ -901,7 +901,7 @@ async fn two_dispatchers_on_one_database_never_send_the_same_attempt_twice() {
         &app,
         &user,
         &receiver.url("/many"),
-        json!(["projects.created"]),
+        json!(["contacts.created"]),
     )
     .await;
     let mut tasks = Vec::new();
