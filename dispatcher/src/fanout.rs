@@ -316,46 +316,58 @@ pub(crate) async fn publish(
     Ok(out)
 }
 
-/// Inserts messages and deliveries, each at most once ever.
-async fn insert(conn: &mut PgConnection, planned: &[Planned]) -> Result<(), ProjectionError> {
-    if planned.is_empty() {
-        return Ok(());
-    }
-    let mut message_ids = Vec::with_capacity(planned.len());
-    let mut message_workspaces = Vec::with_capacity(planned.len());
-    let mut message_types = Vec::with_capacity(planned.len());
-    let mut bodies = Vec::with_capacity(planned.len());
-    let mut recorded = Vec::with_capacity(planned.len());
-    let mut delivery_ids = Vec::new();
-    let mut delivery_endpoints = Vec::new();
-    let mut delivery_events = Vec::new();
-    for plan in planned {
-        let body = serde_json::to_string(&plan.event).map_err(|e| {
-            ProjectionError::Decode(format!("cannot encode {}: {e}", plan.event.id))
-        })?;
-        message_ids.push(plan.event.id.as_str());
-        message_workspaces.push(plan.event.workspace_id.as_deref().unwrap_or_default());
-        message_types.push(plan.event.event_type);
+/// Stores each public event's body once (`webhook_messages`): the exact bytes every
+/// delivery of it signs, whether sent live, retried, recovered or replayed.
+pub(crate) async fn insert_messages(
+    conn: &mut PgConnection,
+    events: &[(&PublicEvent, chrono::DateTime<chrono::Utc>)],
+) -> Result<(), ProjectionError> {
+    let mut ids = Vec::with_capacity(events.len());
+    let mut workspaces = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut bodies = Vec::with_capacity(events.len());
+    let mut recorded = Vec::with_capacity(events.len());
+    for (event, recorded_at) in events {
+        let body = serde_json::to_string(event)
+            .map_err(|e| ProjectionError::Decode(format!("cannot encode {}: {e}", event.id)))?;
+        ids.push(event.id.as_str());
+        workspaces.push(event.workspace_id.as_deref().unwrap_or_default());
+        types.push(event.event_type);
         bodies.push(body);
-        recorded.push(plan.recorded_at);
-        for endpoint in &plan.endpoints {
-            delivery_ids.push(ids::new_id(prefix::DELIVERY));
-            delivery_endpoints.push(endpoint.as_str());
-            delivery_events.push(plan.event.id.as_str());
-        }
+        recorded.push(*recorded_at);
     }
     sqlx::query(
         "INSERT INTO webhook_messages (event_id, workspace_id, event_type, body, recorded_at)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(&message_ids)
-    .bind(&message_workspaces)
-    .bind(&message_types)
+    .bind(&ids)
+    .bind(&workspaces)
+    .bind(&types)
     .bind(&bodies)
     .bind(&recorded)
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Inserts messages and deliveries, each at most once ever.
+async fn insert(conn: &mut PgConnection, planned: &[Planned]) -> Result<(), ProjectionError> {
+    if planned.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<_> = planned.iter().map(|p| (&p.event, p.recorded_at)).collect();
+    insert_messages(conn, &messages).await?;
+    let mut delivery_ids = Vec::new();
+    let mut delivery_endpoints = Vec::new();
+    let mut delivery_events = Vec::new();
+    for plan in planned {
+        for endpoint in &plan.endpoints {
+            delivery_ids.push(ids::new_id(prefix::DELIVERY));
+            delivery_endpoints.push(endpoint.as_str());
+            delivery_events.push(plan.event.id.as_str());
+        }
+    }
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_type,
                                          status, next_attempt_at)

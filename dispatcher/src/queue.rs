@@ -140,34 +140,16 @@ async fn queue_events(
     if wanted.is_empty() {
         return Ok(0);
     }
-    let mut message_ids = Vec::new();
-    let mut workspaces = Vec::new();
-    let mut types = Vec::new();
-    let mut bodies = Vec::new();
-    let mut recorded = Vec::new();
-    let mut delivery_ids = Vec::new();
-    for (index, event) in wanted {
-        let body = serde_json::to_string(event)
-            .map_err(|e| ProjectionError::Decode(format!("cannot encode {}: {e}", event.id)))?;
-        message_ids.push(event.id.as_str());
-        workspaces.push(event.workspace_id.as_deref().unwrap_or_default());
-        types.push(event.event_type);
-        bodies.push(body);
-        recorded.push(events[*index].recorded_at);
-        delivery_ids.push(ids::new_id(prefix::DELIVERY));
-    }
-    sqlx::query(
-        "INSERT INTO webhook_messages (event_id, workspace_id, event_type, body, recorded_at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(&message_ids)
-    .bind(&workspaces)
-    .bind(&types)
-    .bind(&bodies)
-    .bind(&recorded)
-    .execute(&mut *conn)
-    .await?;
+    let messages: Vec<_> = wanted
+        .iter()
+        .map(|(index, event)| (*event, events[*index].recorded_at))
+        .collect();
+    fanout::insert_messages(conn, &messages).await?;
+    let message_ids: Vec<&str> = wanted.iter().map(|(_, e)| e.id.as_str()).collect();
+    let delivery_ids: Vec<String> = wanted
+        .iter()
+        .map(|_| ids::new_id(prefix::DELIVERY))
+        .collect();
     let done = sqlx::query(
         "INSERT INTO webhook_deliveries AS d (id, endpoint_id, workspace_id, event_id,
                                               event_type, status, next_attempt_at)

@@ -88,6 +88,15 @@ impl StoredEvent {
     }
 }
 
+/// The columns [`StoredEvent::from_row`] reads, as a literal for `concat!`.
+macro_rules! event_columns {
+    () => {
+        "transaction_id::text AS tx_text, global_position, aggregate_type, aggregate_id,
+         sequence, event_type, event_version, payload, metadata, recorded_at,
+         coalesce(metadata ->> 'workspace_id', event_workspace(events)) AS workspace"
+    };
+}
+
 /// The next events after `after` that no running transaction can still precede.
 ///
 /// Only rows of transactions older than the oldest one still in progress are returned,
@@ -124,24 +133,25 @@ async fn read(
     // The text alias must not be called `transaction_id`: ORDER BY would then sort by
     // the text ('1000' < '999') instead of the xid8 column. Two statements rather than
     // an `$4 IS NULL OR …` so each gets a plan that uses its index.
-    const ALL: &str = "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
-                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
-                coalesce(metadata ->> 'workspace_id', event_workspace(events)) AS workspace
-           FROM events
+    const ALL: &str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY events.transaction_id, events.global_position
-          LIMIT $3";
-    const OF_TYPES: &str =
-        "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
-                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
-                coalesce(metadata ->> 'workspace_id', event_workspace(events)) AS workspace
-           FROM events
+          LIMIT $3"
+    );
+    const OF_TYPES: &str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events
           WHERE aggregate_type = ANY($4)
             AND (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY events.transaction_id, events.global_position
-          LIMIT $3";
+          LIMIT $3"
+    );
     let query = sqlx::query(if aggregate_types.is_some() {
         OF_TYPES
     } else {
@@ -168,17 +178,16 @@ pub async fn read_between_of_types(
     aggregate_types: &[&str],
     limit: i64,
 ) -> Result<Vec<StoredEvent>, ProjectionError> {
-    let rows = sqlx::query(
-        "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
-                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
-                coalesce(metadata ->> 'workspace_id', event_workspace(events)) AS workspace
-           FROM events
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events
           WHERE (cardinality($6::text[]) = 0 OR aggregate_type = ANY($6))
             AND (transaction_id, global_position) > ($1::text::xid8, $2)
             AND (transaction_id, global_position) <= ($3::text::xid8, $4)
           ORDER BY events.transaction_id, events.global_position
-          LIMIT $5",
-    )
+          LIMIT $5"
+    ))
     .bind(after.transaction_text())
     .bind(after.global_position)
     .bind(until.transaction_text())
@@ -277,18 +286,17 @@ pub async fn read_workspace_window(
 ) -> Result<Vec<StoredEvent>, ProjectionError> {
     // The first branch uses `events_workspace_idx`; the second finds events stored before
     // the workspace was recorded on each one (the upcaster of migration 0006).
-    let rows = sqlx::query(
-        "SELECT transaction_id::text AS tx_text, global_position, aggregate_type,
-                aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at,
-                coalesce(metadata ->> 'workspace_id', event_workspace(events)) AS workspace
-           FROM events
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events
           WHERE ((metadata ? 'workspace_id' AND metadata ->> 'workspace_id' = $1)
                  OR (NOT metadata ? 'workspace_id' AND event_workspace(events) = $1))
             AND recorded_at >= $2 AND recorded_at < $3
             AND (transaction_id, global_position) > ($4::text::xid8, $5)
           ORDER BY events.transaction_id, events.global_position
-          LIMIT $6",
-    )
+          LIMIT $6"
+    ))
     .bind(workspace_id)
     .bind(since)
     .bind(until)

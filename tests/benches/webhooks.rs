@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use pulsar_api::app;
 use pulsar_tests::bench::{
-    bench_config, bench_database, client, cpu_model, drive, drive_with, print_run, seconds, serve,
+    bench_config, bench_database, client, cpu_model, drive_with, print_run, seconds, serve,
     start_pulsar_with, Run, CLIENTS,
 };
 use serde_json::{json, Value};
@@ -129,62 +129,112 @@ fn main() {
             assert_eq!(created.status(), 201, "{:?}", created.text().await);
         }
 
-        let load_started = Instant::now();
-        let mut creates: Run = {
-            let (client, base, token, workspace_id) = (client.clone(), base.clone(), token.clone(), workspace_id.clone());
-            drive(move |c, i| {
-                let (client, token, workspace_id) = (client.clone(), token.clone(), workspace_id.clone());
-                let url = format!("{base}/api/v1/contacts");
-                async move {
-                    let response = client.post(url).bearer_auth(token).header("x-workspace-id", workspace_id)
-                        .json(&json!({"name": format!("Contact {c}-{i}")})).send().await.expect("post");
-                    let ok = response.status() == 201;
-                    response.bytes().await.expect("body");
-                    ok
-                }
-            })
-            .await
-        };
-        let load = load_started.elapsed();
-        print_run(&format!("POST /contacts while delivering ({CLIENTS} clients)"), &mut creates, None);
-
-        // Everything the load queued must arrive.
-        let expected = creates.ops * endpoints;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while seen.lock().expect("lock").arrivals.len() < expected && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        // Saturated (32 clients), then a steady load the machine keeps up with easily.
+        for clients in [CLIENTS, 4] {
+            load(&client, &base, &token, &workspace_id, &seen, &pool, clients, endpoints, bare_rate).await;
         }
-        let drained = load_started.elapsed();
-        let seen = std::mem::take(&mut *seen.lock().expect("lock"));
-        let received = seen.arrivals.len();
-        let span = match (seen.arrivals.first(), seen.arrivals.last()) {
-            (Some(first), Some(last)) => *last - *first,
-            _ => Duration::from_secs(1),
-        };
-        let mut delivered = Run {
-            ops: received,
-            errors: expected.saturating_sub(received),
-            elapsed: span,
-            latencies: seen.latencies,
-        };
-        print_run(
-            &format!("deliveries at the receiver, commit to receipt ({endpoints} endpoints per event)"),
-            &mut delivered,
-            Some(bare_rate),
-        );
-        let (success, other): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status <> 'success')
-               FROM webhook_deliveries",
-        )
-        .fetch_one(&pool).await.expect("count");
-        let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_attempts")
-            .fetch_one(&pool).await.expect("count");
-        println!(
-            "\nload {:.1} s, drained {:.1} s after start; {received} of {expected} delivered; \
-             rows: {success} success, {other} other; {attempts} attempts",
-            load.as_secs_f64(),
-            drained.as_secs_f64()
-        );
         pulsar.stop().await;
     });
+}
+
+/// Creates contacts from `clients` clients for the bench duration, waits until every
+/// delivery they caused arrived, and prints both.
+#[allow(clippy::too_many_arguments)]
+async fn load(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    workspace_id: &str,
+    seen: &Arc<Mutex<Seen>>,
+    pool: &sqlx::PgPool,
+    clients: usize,
+    endpoints: usize,
+    bare_rate: f64,
+) {
+    *seen.lock().expect("lock") = Seen::default();
+    sqlx::query("TRUNCATE webhook_attempts")
+        .execute(pool)
+        .await
+        .expect("truncate");
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    let load_started = Instant::now();
+    let mut creates: Run = {
+        let (client, base, token, workspace_id) = (
+            client.clone(),
+            base.to_string(),
+            token.to_string(),
+            workspace_id.to_string(),
+        );
+        drive_with(clients, move |c, i| {
+            let (client, token, workspace_id) =
+                (client.clone(), token.clone(), workspace_id.clone());
+            let url = format!("{base}/api/v1/contacts");
+            async move {
+                let response = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("x-workspace-id", workspace_id)
+                    .json(&json!({"name": format!("Contact {clients}-{c}-{i}")}))
+                    .send()
+                    .await
+                    .expect("post");
+                let ok = response.status() == 201;
+                response.bytes().await.expect("body");
+                ok
+            }
+        })
+        .await
+    };
+    let load = load_started.elapsed();
+    print_run(
+        &format!("POST /contacts while delivering ({clients} clients)"),
+        &mut creates,
+        None,
+    );
+
+    // Everything the load queued must arrive.
+    let expected = creates.ops * endpoints;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.lock().expect("lock").arrivals.len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = load_started.elapsed();
+    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
+    let received = seen.arrivals.len();
+    let span = match (seen.arrivals.first(), seen.arrivals.last()) {
+        (Some(first), Some(last)) => *last - *first,
+        _ => Duration::from_secs(1),
+    };
+    let mut delivered = Run {
+        ops: received,
+        errors: expected.saturating_sub(received),
+        elapsed: span,
+        latencies: seen.latencies,
+    };
+    print_run(
+        &format!("deliveries at the receiver, commit to receipt ({clients} clients, {endpoints} endpoints per event)"),
+        &mut delivered,
+        Some(bare_rate),
+    );
+    // Let the recorder write the last results.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (success, other): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status <> 'success')
+           FROM webhook_deliveries",
+    )
+    .fetch_one(pool).await.expect("count");
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_attempts")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    println!(
+        "\nload {:.1} s, drained {:.1} s after start; {received} of {expected} delivered; \
+         rows: {} new, {success} success in all, {other} other; {attempts} attempts\n",
+        load.as_secs_f64(),
+        drained.as_secs_f64(),
+        success + other - before
+    );
 }

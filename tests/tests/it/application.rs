@@ -190,7 +190,22 @@ async fn every_kind_of_use_case_runs_without_http() {
     let history = api_keys::history(state, &auth, &key_id)
         .await
         .expect("history");
-    assert_eq!(history.len(), 3, "created, updated, rotated");
+    // With no grace, upkeep may already have recorded the old key's end.
+    let types: Vec<&str> = history
+        .iter()
+        .map(|e| e["event_type"].as_str().expect("type"))
+        .collect();
+    assert!(
+        types == ["ApiKeyCreated", "ApiKeyUpdated", "ApiKeyRotated"]
+            || types
+                == [
+                    "ApiKeyCreated",
+                    "ApiKeyUpdated",
+                    "ApiKeyRotated",
+                    "ApiKeyExpiredByRotation"
+                ],
+        "{types:?}"
+    );
 
     // Workspace data through the generic use cases, and a key's authority.
     let project = records::create::<Projects>(

@@ -48,6 +48,28 @@ async fn project(app: &TestApp, user: &User, name: &str) -> String {
         .to_string()
 }
 
+/// Creates `n` contacts concurrently; returns the tasks, each asserting its 201.
+fn create_contacts(app: &TestApp, user: &User, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|n| {
+            let router = app.router.clone();
+            let token = user.token.clone();
+            tokio::spawn(async move {
+                pulsar_tests::call(
+                    &router,
+                    "POST",
+                    "/api/v1/contacts",
+                    Some(&token),
+                    Some(json!({"name": format!("Contact {n}")})),
+                    &[],
+                )
+                .await
+                .expect(201);
+            })
+        })
+        .collect()
+}
+
 async fn deliveries(app: &TestApp, user: &User, hook: &str, query: &str) -> Vec<Value> {
     let response = app
         .get(&format!("{V1}/webhooks/{hook}/deliveries{query}"), user)
@@ -904,23 +926,7 @@ async fn two_dispatchers_on_one_database_never_send_the_same_attempt_twice() {
         json!(["contacts.created"]),
     )
     .await;
-    let mut tasks = Vec::new();
-    for n in 0..120 {
-        let router = app.router.clone();
-        let token = user.token.clone();
-        tasks.push(tokio::spawn(async move {
-            pulsar_tests::call(
-                &router,
-                "POST",
-                "/api/v1/contacts",
-                Some(&token),
-                Some(json!({"name": format!("Many {n}")})),
-                &[],
-            )
-            .await
-            .expect(201);
-        }));
-    }
+    let tasks = create_contacts(&app, &user, 120);
     for task in tasks {
         task.await.expect("create");
     }
@@ -996,23 +1002,7 @@ async fn a_dispatcher_killed_mid_load_neither_loses_nor_duplicates_a_delivery() 
     let dispatcher = spawn().await.expect("spawn dispatcher");
 
     const N: usize = 150;
-    let mut tasks = Vec::new();
-    for n in 0..N {
-        let router = app.router.clone();
-        let token = user.token.clone();
-        tasks.push(tokio::spawn(async move {
-            pulsar_tests::call(
-                &router,
-                "POST",
-                "/api/v1/contacts",
-                Some(&token),
-                Some(json!({"name": format!("Crash {n}")})),
-                &[],
-            )
-            .await
-            .expect(201);
-        }));
-    }
+    let tasks = create_contacts(&app, &user, N);
     // Mid-load: some delivered, most not.
     receiver
         .wait_for("/crash", 20, Duration::from_secs(60))
