@@ -27,6 +27,7 @@ pub mod credentials;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod merkle;
 pub mod metadata;
 pub mod record;
 pub mod scopes;
