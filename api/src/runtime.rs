@@ -174,6 +174,7 @@ impl Runtime {
             tasks.push(subscriptions.spawn(data::deals::Projection::default()));
             tasks.push(subscriptions.spawn(data::documents::Projection::default()));
             tasks.push(subscriptions.spawn(WebhooksProjection));
+            tasks.push(subscriptions.spawn(pulsar_projections::audit::AuditLog));
         } else {
             tasks.extend(READ_MODELS.map(|name| subscriptions.follow(name)));
         }

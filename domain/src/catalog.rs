@@ -131,18 +131,18 @@ pub struct Envelope<'a> {
     pub workspace_id: Option<&'a str>,
 }
 
+/// The public id of the stored event `sequence` of an aggregate: webhooks' `webhook-id`
+/// and the audit log's `event_id`.
+pub fn event_id(aggregate_type: &str, aggregate_id: &str, sequence: i64) -> String {
+    let digest = Sha256::digest(format!("{aggregate_type}/{aggregate_id}/{sequence}").as_bytes());
+    format!("evt_{}", hex::encode(&digest[..16]))
+}
+
 impl Envelope<'_> {
     /// The public event id: the same for one stored event however often it is sent
     /// (live, retried, recovered, replayed), so receivers can drop duplicates.
     pub fn event_id(&self) -> String {
-        let digest = Sha256::digest(
-            format!(
-                "{}/{}/{}",
-                self.aggregate_type, self.aggregate_id, self.sequence
-            )
-            .as_bytes(),
-        );
-        format!("evt_{}", hex::encode(&digest[..16]))
+        event_id(self.aggregate_type, self.aggregate_id, self.sequence)
     }
 
     fn at(&self) -> String {

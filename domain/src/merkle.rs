@@ -233,6 +233,78 @@ pub fn verify_consistency(
     f_r == *old_root && s_r == *new_root && s_n == 0
 }
 
+/// The right edge of a growing tree: the complete perfect subtrees still waiting for a
+/// right sibling, one per set bit of the size. Appending leaves to it yields every
+/// perfect subtree they complete, so a store can keep them as the tree grows.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    size: u64,
+    /// `pending[l]`: the root of perfect subtree `(l, (size >> l) - 1)` when bit `l` of
+    /// `size` is set.
+    pending: Vec<Option<Hash>>,
+}
+
+impl Frontier {
+    /// The perfect subtrees a frontier of `size` leaves needs (see [`Frontier::resume`]).
+    pub fn needed(size: u64) -> Vec<Perfect> {
+        (0..64)
+            .filter(|level| (size >> level) & 1 == 1)
+            .map(|level| Perfect {
+                level,
+                index: (size >> level) - 1,
+            })
+            .collect()
+    }
+
+    /// Resumes a tree of `size` leaves from the roots of [`Frontier::needed`] (any order);
+    /// `None` if one is missing.
+    pub fn resume(size: u64, roots: &[(Perfect, Hash)]) -> Option<Self> {
+        let mut pending = vec![None; 64];
+        for part in Self::needed(size) {
+            let (_, hash) = roots.iter().find(|(p, _)| *p == part)?;
+            pending[part.level as usize] = Some(*hash);
+        }
+        Some(Self { size, pending })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf; returns the perfect subtrees of two or more leaves it completes.
+    pub fn push(&mut self, leaf: Hash) -> Vec<(Perfect, Hash)> {
+        if self.pending.len() < 64 {
+            self.pending.resize(64, None);
+        }
+        let mut completed = Vec::new();
+        let mut hash = leaf;
+        let mut level = 0usize;
+        while let Some(left) = self.pending.get_mut(level).and_then(Option::take) {
+            hash = node_hash(&left, &hash);
+            level += 1;
+            let index = ((self.size + 1) >> level) - 1;
+            completed.push((
+                Perfect {
+                    level: level as u32,
+                    index,
+                },
+                hash,
+            ));
+        }
+        if let Some(slot) = self.pending.get_mut(level) {
+            *slot = Some(hash);
+        }
+        self.size += 1;
+        completed
+    }
+
+    /// The root of the tree so far.
+    pub fn root(&self) -> Hash {
+        let parts: Vec<Hash> = self.pending.iter().rev().flatten().copied().collect();
+        fold_parts(&parts)
+    }
+}
+
 /// A whole tree in memory: what an offline verifier or an export check builds.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryTree {
@@ -491,6 +563,37 @@ mod tests {
             !verify_consistency(old_size, n, &forked, &root, &proof),
             "a rewritten prefix"
         );
+    }
+
+    #[test]
+    fn a_resumed_frontier_completes_the_same_subtrees() {
+        let all = leaves(45);
+        let whole = tree(&all);
+        let mut frontier = Frontier::default();
+        let mut stored: Vec<(Perfect, Hash)> = Vec::new();
+        for (i, leaf) in all.iter().enumerate() {
+            if i == 23 {
+                // Resume from what a store kept, as a new process would.
+                let needed: Vec<(Perfect, Hash)> = Frontier::needed(23)
+                    .into_iter()
+                    .map(|p| (p, whole.perfect(p).expect("kept")))
+                    .collect();
+                frontier = Frontier::resume(23, &needed).expect("resume");
+            }
+            stored.push((
+                Perfect {
+                    level: 0,
+                    index: i as u64,
+                },
+                *leaf,
+            ));
+            stored.extend(frontier.push(*leaf));
+            assert_eq!(frontier.root(), mth(&all[..=i]));
+        }
+        for (part, hash) in stored {
+            assert_eq!(whole.perfect(part), Some(hash), "{part:?}");
+        }
+        assert!(Frontier::resume(5, &[]).is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`subscription`]: the [`Projection`] trait, the batch loop, wake-ups, retries,
 //!   status for `/readyz` and `/metrics`, and read-your-writes waiting.
 //! - [`list`]: the list machinery (pagination, filters, sort, full text) over read models.
+//! - [`audit`]: the audit log's Merkle tree (leaf per event in commit order, subtree roots).
 //! - [`identity`]: users, workspaces and members read models.
 //! - [`api_keys`]: the API keys read model.
 //! - [`key_table`]: the in-memory key table every process verifies keys against.
@@ -22,6 +23,7 @@
 //! - [`workspace_data`]: projects, tasks, contacts, companies, deals and documents.
 
 pub mod api_keys;
+pub mod audit;
 pub mod identity;
 pub mod key_table;
 pub mod list;

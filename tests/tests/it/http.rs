@@ -401,6 +401,7 @@ async fn health_readiness_and_metrics() {
         names,
         [
             "api_keys",
+            "audit_log",
             "companies",
             "contacts",
             "deals",

@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod application;
+mod audit;
 mod binary;
 mod catalog;
 mod edge;
