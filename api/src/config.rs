@@ -25,6 +25,12 @@ pub struct Config {
     /// `PULSAR_SECRET_KEY`: encrypts webhook secrets at rest; generated into the data
     /// dir when unset.
     pub secret_key: Option<String>,
+    /// `PULSAR_AUDIT_SIGNING_KEY`: the Ed25519 seed that signs audit checkpoints;
+    /// generated into the data dir when unset.
+    pub audit_signing_key: Option<String>,
+    /// `PULSAR_AUDIT_ORIGIN`: the checkpoints' origin line; default the listen address
+    /// + `/audit`.
+    pub audit_origin: Option<String>,
     /// `PULSAR_ALLOW_SIGNUP`: whether `POST /auth/signup` is open.
     pub allow_signup: bool,
     /// `PULSAR_MAX_BODY_BYTES`: largest request body accepted (413 above).
@@ -65,6 +71,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             webhooks: DispatcherConfig::default(),
             secret_key: None,
+            audit_signing_key: None,
+            audit_origin: None,
             allow_signup: true,
             max_body_bytes: 1024 * 1024,
             consistency_timeout: Duration::from_millis(2000),
@@ -131,6 +139,8 @@ Environment (all optional):
   PULSAR_WEBHOOK_TIMEOUT_MS       bound of one delivery request [15000]
   PULSAR_WEBHOOK_CONCURRENCY      deliveries in flight per dispatcher process [64]
   PULSAR_SECRET_KEY               key encrypting webhook secrets [generated into the data dir]
+  PULSAR_AUDIT_SIGNING_KEY        Ed25519 seed signing audit checkpoints [generated into the data dir]
+  PULSAR_AUDIT_ORIGIN             origin line of audit checkpoints [listen address + /audit]
   PULSAR_ALLOW_SIGNUP             whether POST /auth/signup is open [true]
   PULSAR_MAX_BODY_BYTES           largest request body [1048576]
   PULSAR_CONSISTENCY_TIMEOUT_MS   read-your-writes wait bound [2000]
@@ -196,6 +206,8 @@ Environment (all optional):
             config.upgrade_url = value;
         }
         config.secret_key = lookup("PULSAR_SECRET_KEY").filter(|v| !v.is_empty());
+        config.audit_signing_key = lookup("PULSAR_AUDIT_SIGNING_KEY").filter(|v| !v.is_empty());
+        config.audit_origin = lookup("PULSAR_AUDIT_ORIGIN").filter(|v| !v.trim().is_empty());
         if let Some((name, value)) = get("PULSAR_ALLOW_SIGNUP") {
             config.allow_signup = parse_bool(&value).map_err(|m| fail(name, m))?;
         }

@@ -31,6 +31,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rest::documents::router())
         .merge(rest::event_types::router())
         .merge(rest::webhooks::router())
+        .merge(rest::audit::router())
         .split_for_parts();
     crate::http::openapi::scoping_parameters(&mut openapi);
     (router, openapi)

@@ -139,6 +139,8 @@ pub enum StartError {
     KeyTable(Duration),
     #[error("{0}")]
     State(#[from] crate::application::state::StateError),
+    #[error("{0}")]
+    Signer(#[from] crate::application::audit::SignerError),
 }
 
 impl Runtime {
@@ -179,6 +181,11 @@ impl Runtime {
             tasks.extend(READ_MODELS.map(|name| subscriptions.follow(name)));
         }
         let interval = config.maintenance_interval;
+        let signer = if role.projects() {
+            Some(crate::application::audit::Signer::from_config(&config)?)
+        } else {
+            None
+        };
         let state = AppState::new(config, pool, subscriptions.clone(), key_table)?;
         if role.dispatches() {
             tasks.push(subscriptions.spawn(pulsar_dispatcher::fanout::FanOut));
@@ -192,6 +199,13 @@ impl Runtime {
             interval,
             shutdown_rx.clone(),
         )));
+        if let Some(signer) = signer {
+            tasks.push(tokio::spawn(sign_checkpoints(
+                state.clone(),
+                signer,
+                shutdown_rx.clone(),
+            )));
+        }
         if role.projects() {
             tasks.push(tokio::spawn(expire_rotated_keys(
                 state.clone(),
@@ -237,6 +251,29 @@ async fn flush_usage(state: AppState, interval: Duration, mut shutdown: watch::R
         }
         if stop {
             return;
+        }
+    }
+}
+
+/// Signs a checkpoint of the audit tree every few seconds while the log grows.
+async fn sign_checkpoints(
+    state: AppState,
+    signer: crate::application::audit::Signer,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let interval = state
+        .config
+        .maintenance_interval
+        .max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if let Err(error) =
+            crate::application::audit::checkpoint_if_grown(&state.pool, &signer).await
+        {
+            tracing::warn!(%error, "could not sign an audit checkpoint");
         }
     }
 }

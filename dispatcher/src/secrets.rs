@@ -136,16 +136,7 @@ impl SecretBox {
     /// Two processes starting together on an empty data directory end up with the same
     /// key: the file is created with `create_new`, and the loser reads the winner's file.
     pub fn from_config(secret_key: Option<&str>, data_dir: &Path) -> Result<Self, KeyError> {
-        match secret_key {
-            Some(value) => parse_key(value)
-                .map(Self::new)
-                .ok_or_else(|| KeyError::Invalid {
-                    message: "PULSAR_SECRET_KEY must be 64 hexadecimal characters or the standard \
-                          base64 of exactly 32 bytes (e.g. the output of `openssl rand -hex 32`)."
-                        .to_owned(),
-                }),
-            None => load_or_create_key_file(data_dir).map(Self::new),
-        }
+        key_from_config(secret_key, "PULSAR_SECRET_KEY", data_dir, KEY_FILE).map(Self::new)
     }
 
     /// Seals `secret` for the row of endpoint `endpoint_id`: `nonce || ciphertext || tag`.
@@ -210,8 +201,29 @@ fn parse_key(value: &str) -> Option<[u8; 32]> {
 const READ_ATTEMPTS: u32 = 20;
 const READ_PAUSE: Duration = Duration::from_millis(50);
 
-fn load_or_create_key_file(data_dir: &Path) -> Result<[u8; 32], KeyError> {
-    let path = data_dir.join(KEY_FILE);
+/// A 32-byte key from its setting (`variable`, 64 hex characters or the standard base64
+/// of 32 bytes) or, when unset, from `data_dir/file`, generated (mode `0600`) when the file
+/// does not exist. Two processes starting together agree on one key: the file is created
+/// with `create_new`, and the loser reads the winner's file.
+pub fn key_from_config(
+    value: Option<&str>,
+    variable: &str,
+    data_dir: &Path,
+    file: &str,
+) -> Result<[u8; 32], KeyError> {
+    match value {
+        Some(value) => parse_key(value).ok_or_else(|| KeyError::Invalid {
+            message: format!(
+                "{variable} must be 64 hexadecimal characters or the standard base64 of \
+                 exactly 32 bytes (e.g. the output of `openssl rand -hex 32`)."
+            ),
+        }),
+        None => load_or_create_key_file(data_dir, file),
+    }
+}
+
+fn load_or_create_key_file(data_dir: &Path, file: &str) -> Result<[u8; 32], KeyError> {
+    let path = data_dir.join(file);
     match read_key_file(&path, READ_ATTEMPTS) {
         Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
         other => return other,
@@ -245,8 +257,9 @@ fn load_or_create_key_file(data_dir: &Path) -> Result<[u8; 32], KeyError> {
         .map_err(io_error)?;
     tracing::warn!(
         path = %path.display(),
-        "generated a new webhook secret key; back it up with the database: \
-         without it every endpoint's secret must be rotated"
+        "generated a new key; back it up with the database (without the webhook secret key \
+         every endpoint's secret must be rotated; without the audit signing key old \
+         checkpoints cannot be re-signed)"
     );
     Ok(key)
 }

@@ -196,3 +196,41 @@ async fn append(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), P
     }
     Ok(())
 }
+
+/// MTH of each range (ranges a proof uses), from the stored subtree roots.
+pub async fn range_roots(
+    conn: &mut PgConnection,
+    ranges: &[(u64, u64)],
+) -> Result<Vec<Hash>, ProjectionError> {
+    let parts: Vec<Vec<Perfect>> = ranges
+        .iter()
+        .map(|(start, end)| merkle::perfect_parts(*start, *end))
+        .collect();
+    let mut wanted: Vec<Perfect> = parts.iter().flatten().copied().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let found: std::collections::HashMap<Perfect, Hash> =
+        perfect_roots(conn, &wanted).await?.into_iter().collect();
+    parts
+        .iter()
+        .map(|parts| {
+            let hashes = parts
+                .iter()
+                .map(|p| {
+                    found.get(p).copied().ok_or_else(|| {
+                        ProjectionError::Decode(format!("audit subtree {p:?} is missing"))
+                    })
+                })
+                .collect::<Result<Vec<Hash>, ProjectionError>>()?;
+            Ok(merkle::fold_parts(&hashes))
+        })
+        .collect()
+}
+
+/// The root of the first `size` leaves.
+pub async fn root(conn: &mut PgConnection, size: u64) -> Result<Hash, ProjectionError> {
+    if size == 0 {
+        return Ok(merkle::empty_root());
+    }
+    Ok(range_roots(conn, &[(0, size)]).await?.remove(0))
+}

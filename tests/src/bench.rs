@@ -206,6 +206,7 @@ pub fn bench_config() -> pulsar_api::Config {
         log: "warn".into(),
         rate_limit_scale: 1000.0,
         secret_key: Some("00".repeat(32)),
+        audit_signing_key: Some("11".repeat(32)),
         ..pulsar_api::Config::default()
     }
 }

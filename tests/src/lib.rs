@@ -46,6 +46,7 @@ pub fn test_config() -> Config {
         maintenance_interval: Duration::from_millis(100),
         // Never a key file in the working directory.
         secret_key: Some("00".repeat(32)),
+        audit_signing_key: Some("11".repeat(32)),
         // Receivers listen on loopback over plain HTTP; retries come fast.
         webhooks: pulsar_dispatcher::DispatcherConfig {
             allow_cidrs: vec!["127.0.0.0/8".parse().expect("cidr")],

@@ -20,6 +20,7 @@
 //!   subscriptions, key table, limiter, clock, config).
 
 pub mod api_keys;
+pub mod audit;
 pub mod authentication;
 pub mod claims;
 pub mod commands;

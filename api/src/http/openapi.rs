@@ -27,6 +27,7 @@ use utoipa::{Modify, OpenApi};
         (name = "crm", description = "Contacts, companies and deals (`crm:*`)"),
         (name = "documents", description = "Markdown documents (`documents:*`)"),
         (name = "webhooks", description = "Outbound webhooks and the public event catalog (`webhooks:*`)"),
+        (name = "audit", description = "The tamper-evident audit log: signed checkpoints and Merkle proofs (`audit:read`)"),
     )
 )]
 pub struct ApiDoc;

@@ -12,6 +12,7 @@ use crate::application::{Error, Result};
 use crate::http::extract::QueryPairs;
 
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod companies;
 pub mod contacts;

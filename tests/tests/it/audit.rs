@@ -196,3 +196,241 @@ async fn every_leaf_and_the_root_match_an_independent_verifier() {
     assert_ne!(tampered["root"], hex::encode(root));
     app.stop().await;
 }
+
+/// RFC 9162 sections 2.1.3.2 and 2.1.4.2 and the C2SP signed-note signature, in Python:
+/// reads `{checkpoints, inclusions, consistency, public_key}` and prints what it accepted.
+const PROOF_VERIFIER: &str = r#"
+import base64, hashlib, json, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+def node(l, r): return hashlib.sha256(b"\x01" + l + r).digest()
+
+def verify_inclusion(index, size, leaf, proof, root):
+    if index >= size: return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0: return False
+        if fn & 1 or fn == sn:
+            r = node(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1; sn >>= 1
+        else:
+            r = node(r, p)
+        fn >>= 1; sn >>= 1
+    return sn == 0 and r == root
+
+def verify_consistency(first, second, first_root, second_root, proof):
+    if first == second: return not proof and first_root == second_root
+    if first == 0 or first > second or not proof and first & (first - 1): return False
+    path = list(proof)
+    if first & (first - 1) == 0: path = [first_root] + path
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1; sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0: return False
+        if fn & 1 or fn == sn:
+            fr = node(c, fr); sr = node(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1; sn >>= 1
+        else:
+            sr = node(sr, c)
+        fn >>= 1; sn >>= 1
+    return fr == first_root and sr == second_root and sn == 0
+
+def checkpoint_ok(cp):
+    text = cp["checkpoint"]
+    body, _, sig_lines = text.partition("\n\n")
+    body += "\n"
+    origin, size, root = body.split("\n")[:3]
+    if origin != cp["origin"] or int(size) != cp["tree_size"] or root != cp["root_hash"]:
+        return False
+    line = sig_lines.strip().split(" ")
+    if line[0] != "\u2014" or line[1] != origin: return False
+    blob = base64.b64decode(line[2])
+    key = base64.b64decode(cp["public_key"])
+    key_id = hashlib.sha256(origin.encode() + b"\n\x01" + key).digest()[:4]
+    if blob[:4] != key_id: return False
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(blob[4:], body.encode())
+        return True
+    except Exception:
+        return False
+
+d = json.load(sys.stdin)
+b = lambda s: base64.b64decode(s)
+roots = {cp["tree_size"]: b(cp["root_hash"]) for cp in d["checkpoints"]}
+out = {"checkpoints": [checkpoint_ok(cp) for cp in d["checkpoints"]],
+       "inclusions": [verify_inclusion(p["log_index"], p["tree_size"], b(p["leaf_hash"]),
+                                       [b(h) for h in p["hashes"]], roots[p["root_size"]])
+                      for p in d["inclusions"]],
+       "consistency": [verify_consistency(p["from"], p["to"], roots[p["from_root"]], roots[p["to_root"]],
+                                          [b(h) for h in p["hashes"]]) for p in d["consistency"]]}
+print(json.dumps(out))
+"#;
+
+async fn wait_checkpoint(app: &TestApp, user: &pulsar_tests::User, at_least: u64) -> Value {
+    for _ in 0..100 {
+        let got = app.get("/api/v1/audit/checkpoint", user).await;
+        if got.status == 200 && got.body["tree_size"].as_u64().unwrap_or(0) >= at_least {
+            return got.body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no checkpoint of {at_least} leaves");
+}
+
+#[tokio::test]
+async fn checkpoints_and_proofs_verify_independently_and_corruption_is_refused() {
+    let app = TestApp::start().await;
+    let user = every_kind_of_command(&app).await;
+    caught_up(&app).await;
+    let first = wait_checkpoint(&app, &user, 10).await;
+    let first_size = first["tree_size"].as_u64().expect("size");
+    // The log grows; a later checkpoint.
+    app.signup("later@audit.example", "Later").await;
+    caught_up(&app).await;
+    let second = wait_checkpoint(&app, &user, first_size + 1).await;
+    let second_size = second["tree_size"].as_u64().expect("size");
+    // The first is still served by size.
+    let again = app
+        .get(
+            &format!("/api/v1/audit/checkpoint?tree_size={first_size}"),
+            &user,
+        )
+        .await;
+    again.expect(200);
+    assert_eq!(again.body, first);
+
+    let mut inclusions = Vec::new();
+    for index in [0, 1, first_size / 2, first_size - 1, second_size - 1] {
+        let proof = app
+            .get(
+                &format!("/api/v1/audit/proof/inclusion?log_index={index}&tree_size={second_size}"),
+                &user,
+            )
+            .await;
+        proof.expect(200);
+        let mut proof = proof.body;
+        proof["root_size"] = second_size.into();
+        inclusions.push(proof);
+    }
+    let consistency = app
+        .get(
+            &format!("/api/v1/audit/proof/consistency?from={first_size}&to={second_size}"),
+            &user,
+        )
+        .await;
+    consistency.expect(200);
+    let mut consistency = consistency.body;
+    consistency["from_root"] = first_size.into();
+    consistency["to_root"] = second_size.into();
+
+    // Corruptions: a hash changed, a hash removed, the wrong size.
+    let mut corrupt_inclusions = Vec::new();
+    let base = inclusions[2].clone();
+    let mut changed = base.clone();
+    changed["hashes"][0] = serde_json::json!(STANDARD_ZERO);
+    corrupt_inclusions.push(changed);
+    let mut removed = base.clone();
+    removed["hashes"].as_array_mut().expect("hashes").pop();
+    corrupt_inclusions.push(removed);
+    // The proof for the second tree, presented for the first (signed) tree.
+    let mut wrong_size = base.clone();
+    wrong_size["tree_size"] = first_size.into();
+    wrong_size["root_size"] = first_size.into();
+    corrupt_inclusions.push(wrong_size);
+    let mut corrupt_consistency = Vec::new();
+    let mut changed = consistency.clone();
+    changed["hashes"][0] = serde_json::json!(STANDARD_ZERO);
+    corrupt_consistency.push(changed);
+    let mut removed = consistency.clone();
+    removed["hashes"].as_array_mut().expect("hashes").remove(0);
+    corrupt_consistency.push(removed);
+    let mut wrong_size = consistency.clone();
+    wrong_size["from"] = (first_size - 1).into();
+    corrupt_consistency.push(wrong_size);
+    let mut forged = second.clone();
+    forged["checkpoint"] = serde_json::json!(second["checkpoint"]
+        .as_str()
+        .expect("text")
+        .replacen(&second_size.to_string(), &(second_size + 1).to_string(), 1));
+    forged["tree_size"] = (second_size + 1).into();
+
+    let all_inclusions: Vec<&Value> = inclusions.iter().chain(&corrupt_inclusions).collect();
+    let all_consistency: Vec<&Value> = std::iter::once(&consistency)
+        .chain(&corrupt_consistency)
+        .collect();
+    let input = serde_json::json!({
+        "checkpoints": [first, second, forged],
+        "inclusions": all_inclusions,
+        "consistency": all_consistency,
+    });
+    let mut child = Command::new("python3")
+        .args(["-c", PROOF_VERIFIER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (the test setup installs cryptography)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("python3 finishes");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let verdict: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(
+        verdict["checkpoints"],
+        serde_json::json!([true, true, false])
+    );
+    let n = inclusions.len();
+    let accepted: Vec<bool> = verdict["inclusions"]
+        .as_array()
+        .expect("inclusions")
+        .iter()
+        .map(|v| v.as_bool().expect("bool"))
+        .collect();
+    assert!(accepted[..n].iter().all(|ok| *ok), "{accepted:?}");
+    assert!(
+        accepted[n..].iter().all(|ok| !ok),
+        "corrupted accepted: {accepted:?}"
+    );
+    assert_eq!(
+        verdict["consistency"],
+        serde_json::json!([true, false, false, false])
+    );
+
+    // Bad input is refused with the documented statuses.
+    for (path, status) in [
+        ("/api/v1/audit/proof/inclusion?log_index=0", 400),
+        ("/api/v1/audit/proof/inclusion?log_index=x&tree_size=1", 400),
+        (
+            "/api/v1/audit/proof/inclusion?log_index=0&tree_size=1&extra=1",
+            400,
+        ),
+        ("/api/v1/audit/proof/inclusion?log_index=5&tree_size=5", 422),
+        (
+            "/api/v1/audit/proof/inclusion?log_index=0&tree_size=999999999",
+            422,
+        ),
+        ("/api/v1/audit/proof/consistency?from=0&to=3", 422),
+        ("/api/v1/audit/proof/consistency?from=4&to=3", 422),
+        ("/api/v1/audit/checkpoint?tree_size=999999999", 404),
+    ] {
+        app.get(path, &user).await.expect(status);
+    }
+    app.stop().await;
+}
+
+/// A 32-byte hash that is none of the tree's (base64 of zeros).
+const STANDARD_ZERO: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";

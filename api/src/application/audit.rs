@@ -1,0 +1,208 @@
+//! The audit log's tamper evidence: signed checkpoints of its Merkle tree, and
+//! inclusion and consistency proofs (RFC 9162), all from what the `audit_log`
+//! subscriber stored ([`pulsar_projections::audit`]).
+//!
+//! A checkpoint is C2SP `tlog-checkpoint` text (origin, tree size and base64 root on
+//! three lines) signed as a C2SP `signed-note` with an Ed25519 key: the signature line is
+//! `— <origin> <base64(key id ‖ signature)>`, the key id being the first 4 bytes of
+//! SHA-256(origin ‖ "\n" ‖ 0x01 ‖ public key). Proofs and checkpoints are hashes only:
+//! they reveal nothing of any workspace's data.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use pulsar_domain::merkle;
+use pulsar_domain::scopes::{Action, Permission, Resource};
+use pulsar_projections::audit;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::application::{Auth, Error, Result};
+use crate::config::Config;
+
+const READ: Permission = Permission(Resource::Audit, Action::Read);
+
+/// The key file in the data dir when `PULSAR_AUDIT_SIGNING_KEY` is unset.
+pub const KEY_FILE: &str = "audit-signing.key";
+
+/// Signs checkpoints.
+pub struct Signer {
+    key: Ed25519KeyPair,
+    origin: String,
+    key_id: [u8; 4],
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("origin", &self.origin)
+            .field("key_id", &hex::encode(self.key_id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the signing key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    #[error("audit signing key: {0}")]
+    Key(#[from] pulsar_dispatcher::secrets::KeyError),
+    #[error("audit signing key: not a valid Ed25519 seed")]
+    Invalid,
+}
+
+impl Signer {
+    /// The configured key (a 32-byte Ed25519 seed), or one generated into the data dir.
+    pub fn from_config(config: &Config) -> std::result::Result<Self, SignerError> {
+        let seed = pulsar_dispatcher::secrets::key_from_config(
+            config.audit_signing_key.as_deref(),
+            "PULSAR_AUDIT_SIGNING_KEY",
+            &config.data_dir,
+            KEY_FILE,
+        )?;
+        let origin = config
+            .audit_origin
+            .clone()
+            .unwrap_or_else(|| format!("{}/audit", config.listen));
+        Self::new(&seed, origin)
+    }
+
+    pub fn new(seed: &[u8; 32], origin: String) -> std::result::Result<Self, SignerError> {
+        let key = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| SignerError::Invalid)?;
+        let mut hasher = Sha256::new();
+        hasher.update(origin.as_bytes());
+        hasher.update(b"\n\x01");
+        hasher.update(key.public_key().as_ref());
+        let digest = hasher.finalize();
+        let key_id = [digest[0], digest[1], digest[2], digest[3]];
+        Ok(Self {
+            key,
+            origin,
+            key_id,
+        })
+    }
+
+    pub fn public_key(&self) -> &[u8] {
+        self.key.public_key().as_ref()
+    }
+
+    /// The signed note of a tree of `size` leaves with `root`: (text, signature).
+    pub fn sign(&self, size: u64, root: &merkle::Hash) -> (String, Vec<u8>) {
+        let body = format!("{}\n{size}\n{}\n", self.origin, STANDARD.encode(root));
+        let signature = self.key.sign(body.as_bytes()).as_ref().to_vec();
+        let mut line = self.key_id.to_vec();
+        line.extend_from_slice(&signature);
+        let text = format!(
+            "{body}\n\u{2014} {} {}\n",
+            self.origin,
+            STANDARD.encode(line)
+        );
+        (text, signature)
+    }
+}
+
+/// Signs a checkpoint of the tree as it stands if it grew since the last one; returns
+/// the size checkpointed, if any.
+pub async fn checkpoint_if_grown(pool: &PgPool, signer: &Signer) -> Result<Option<u64>> {
+    let mut conn = pool.acquire().await?;
+    let size = audit::size(&mut conn).await? as u64;
+    let last: Option<i64> = sqlx::query_scalar("SELECT max(tree_size) FROM audit_checkpoints")
+        .fetch_one(&mut *conn)
+        .await?;
+    if size == 0 || last.is_some_and(|last| last as u64 >= size) {
+        return Ok(None);
+    }
+    let root = audit::root(&mut conn, size).await?;
+    let (text, signature) = signer.sign(size, &root);
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (tree_size, root, origin, key_id, public_key, signature,
+                                        checkpoint)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tree_size) DO NOTHING",
+    )
+    .bind(size as i64)
+    .bind(root.to_vec())
+    .bind(&signer.origin)
+    .bind(hex::encode(signer.key_id))
+    .bind(signer.public_key().to_vec())
+    .bind(signature)
+    .bind(text)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(size))
+}
+
+/// The latest signed checkpoint, or the one of `tree_size`.
+pub async fn checkpoint(pool: &PgPool, auth: &Auth, tree_size: Option<u64>) -> Result<Value> {
+    auth.require(READ)?;
+    let row: Option<Value> = sqlx::query_scalar(
+        "SELECT jsonb_build_object('origin', origin, 'tree_size', tree_size,
+                'root_hash', encode(root, 'base64'), 'signed_at', rfc3339(signed_at),
+                'key_id', key_id, 'public_key', encode(public_key, 'base64'),
+                'signature', encode(signature, 'base64'), 'checkpoint', checkpoint)
+           FROM audit_checkpoints
+          WHERE $1::bigint IS NULL OR tree_size = $1
+          ORDER BY tree_size DESC LIMIT 1",
+    )
+    .bind(tree_size.map(|s| s as i64))
+    .fetch_optional(pool)
+    .await?;
+    row.ok_or_else(|| Error::not_found("Checkpoint"))
+}
+
+/// The tree's size as stored now.
+async fn current_size(conn: &mut sqlx::PgConnection) -> Result<u64> {
+    Ok(audit::size(conn).await? as u64)
+}
+
+fn encode_all(hashes: &[merkle::Hash]) -> Vec<String> {
+    hashes.iter().map(|h| STANDARD.encode(h)).collect()
+}
+
+/// RFC 9162 inclusion proof of leaf `log_index` in the tree of `tree_size` leaves.
+pub async fn inclusion_proof(
+    pool: &PgPool,
+    auth: &Auth,
+    log_index: u64,
+    tree_size: u64,
+) -> Result<Value> {
+    auth.require(READ)?;
+    let mut conn = pool.acquire().await?;
+    if tree_size > current_size(&mut conn).await? {
+        return Err(Error::invalid(
+            "tree_size",
+            "The tree is not that large yet.",
+        ));
+    }
+    if log_index >= tree_size {
+        return Err(Error::invalid(
+            "log_index",
+            "The log_index must be below tree_size.",
+        ));
+    }
+    let hashes =
+        audit::range_roots(&mut conn, &merkle::inclusion_ranges(log_index, tree_size)).await?;
+    let leaf = audit::range_roots(&mut conn, &[(log_index, log_index + 1)]).await?;
+    Ok(json!({
+        "log_index": log_index,
+        "tree_size": tree_size,
+        "leaf_hash": STANDARD.encode(leaf[0]),
+        "hashes": encode_all(&hashes),
+    }))
+}
+
+/// RFC 9162 consistency proof from the tree of `from` leaves to the tree of `to`.
+pub async fn consistency_proof(pool: &PgPool, auth: &Auth, from: u64, to: u64) -> Result<Value> {
+    auth.require(READ)?;
+    let mut conn = pool.acquire().await?;
+    if to > current_size(&mut conn).await? {
+        return Err(Error::invalid("to", "The tree is not that large yet."));
+    }
+    if from == 0 || from > to {
+        return Err(Error::invalid(
+            "from",
+            "The from size must be from 1 to `to`.",
+        ));
+    }
+    let hashes = audit::range_roots(&mut conn, &merkle::consistency_ranges(from, to)).await?;
+    Ok(json!({ "from": from, "to": to, "hashes": encode_all(&hashes) }))
+}
