@@ -63,7 +63,7 @@ impl StoredEvent {
         self.meta("workspace_id")
     }
 
-    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, ProjectionError> {
+    pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, ProjectionError> {
         let transaction_id: String = row.try_get("tx_text")?;
         // Upcast: events stored before the workspace was recorded get it on read (the
         // `event_workspace` function of migration 0006); the row is never rewritten.

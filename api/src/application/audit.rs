@@ -206,3 +206,94 @@ pub async fn consistency_proof(pool: &PgPool, auth: &Auth, from: u64, to: u64) -
     let hashes = audit::range_roots(&mut conn, &merkle::consistency_ranges(from, to)).await?;
     Ok(json!({ "from": from, "to": to, "hashes": encode_all(&hashes) }))
 }
+
+/// `GET /audit/events`: a page of the caller's workspace's events in commit order.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<String>,
+    pub actor_id: Option<String>,
+    pub event_type: Option<String>,
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// The `position` of the last event of the previous page.
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
+/// Most events in one page.
+pub const MAX_PAGE: i64 = 1000;
+
+async fn filter_and_start(
+    conn: &mut sqlx::PgConnection,
+    auth: &Auth,
+    query: &EventQuery,
+) -> Result<(audit::EventFilter, i64)> {
+    auth.require(READ)?;
+    let filter = audit::EventFilter {
+        workspace_id: auth.workspace_id.clone(),
+        aggregate_type: query.aggregate_type.clone(),
+        aggregate_id: query.aggregate_id.clone(),
+        actor_id: query.actor_id.clone(),
+        event_type: query.event_type.clone(),
+        from: query.from,
+        to: query.to,
+    };
+    let start = match query.after {
+        None => -1,
+        Some(position) => audit::index_of_position(conn, &auth.workspace_id, position)
+            .await?
+            .ok_or_else(|| {
+                Error::invalid("after", "No event of this workspace has that position.")
+            })?,
+    };
+    Ok((filter, start))
+}
+
+/// One page; the second value is the `after` of the next page, if there may be one.
+pub async fn events(
+    pool: &PgPool,
+    auth: &Auth,
+    query: &EventQuery,
+) -> Result<(Vec<Value>, Option<i64>)> {
+    let mut conn = pool.acquire().await?;
+    let (filter, start) = filter_and_start(&mut conn, auth, query).await?;
+    let limit = query.limit.clamp(1, MAX_PAGE);
+    let (items, _) = audit::events_page(&mut conn, &filter, start, limit).await?;
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().and_then(|i| i["position"].as_i64()))
+        .flatten();
+    Ok((items, next))
+}
+
+/// Every matching event, page by page, for streaming (`application/x-ndjson`): memory
+/// stays flat however long the history is.
+pub async fn events_stream(
+    pool: PgPool,
+    auth: &Auth,
+    query: &EventQuery,
+) -> Result<impl futures::Stream<Item = Result<Vec<Value>>> + Send + 'static> {
+    let (filter, start) = {
+        let mut conn = pool.acquire().await?;
+        filter_and_start(&mut conn, auth, query).await?
+    };
+    Ok(futures::stream::unfold(
+        Some((pool, filter, start)),
+        |state| async move {
+            let (pool, filter, start) = state?;
+            let page = async {
+                let mut conn = pool.acquire().await?;
+                Ok::<_, Error>(audit::events_page(&mut conn, &filter, start, MAX_PAGE).await?)
+            }
+            .await;
+            match page {
+                Ok((items, _)) if items.is_empty() => None,
+                Ok((items, last)) => {
+                    let next = last.map(|last| (pool, filter, last));
+                    Some((Ok(items), next))
+                }
+                Err(error) => Some((Err(error), None)),
+            }
+        },
+    ))
+}

@@ -1,9 +1,13 @@
 //! `/audit`: signed checkpoints of the audit log's Merkle tree, and inclusion and
 //! consistency proofs.
 
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Serialize;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,6 +20,7 @@ use crate::http::extract::QueryPairs;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(list_events))
         .routes(routes!(get_checkpoint))
         .routes(routes!(inclusion_proof))
         .routes(routes!(consistency_proof))
@@ -54,6 +59,145 @@ pub struct ConsistencyOut {
     pub from: u64,
     pub to: u64,
     pub hashes: Vec<String>,
+}
+
+/// One audit entry: the event as it is hashed into the tree, plus its leaf `hash`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventOut {
+    /// `global_position` in the events table (not gap free; a cursor).
+    pub position: i64,
+    /// 0-based place in the whole log in commit order (gap free).
+    pub log_index: i64,
+    pub event_id: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// `actor_type, actor_id, request_id, client_ip, user_agent, workspace_id`.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub recorded_at: String,
+    /// Hex of the RFC 9162 leaf hash over the entry's canonical bytes (without `hash`).
+    pub hash: String,
+}
+
+/// `{data, meta: {next_after}}` of `GET /audit/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventsOut {
+    pub data: Vec<AuditEventOut>,
+    #[schema(value_type = Object)]
+    pub meta: Value,
+}
+
+const EVENT_PARAMETERS: [&str; 8] = [
+    "aggregate_type",
+    "aggregate_id",
+    "actor_id",
+    "event_type",
+    "from",
+    "to",
+    "after",
+    "limit",
+];
+
+fn event_query(query: &QueryPairs) -> Result<audit::EventQuery> {
+    let mut out = audit::EventQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in &query.0 {
+        if name == SCOPING_PARAMETER {
+            continue;
+        }
+        let Some(known) = EVENT_PARAMETERS.iter().find(|p| **p == name.as_str()) else {
+            return Err(Error::BadRequest(format!(
+                "Unknown query parameter `{name}`."
+            )));
+        };
+        if seen.contains(known) {
+            return Err(Error::BadRequest(format!("`{name}` is given twice.")));
+        }
+        seen.push(known);
+        let time = || {
+            chrono::DateTime::parse_from_rfc3339(value)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| Error::BadRequest(format!("`{name}` must be an RFC 3339 time.")))
+        };
+        let text = || Some(value.clone());
+        match *known {
+            "aggregate_type" => out.aggregate_type = text(),
+            "aggregate_id" => out.aggregate_id = text(),
+            "actor_id" => out.actor_id = text(),
+            "event_type" => out.event_type = text(),
+            "from" => out.from = Some(time()?),
+            "to" => out.to = Some(time()?),
+            "after" => {
+                out.after =
+                    Some(value.parse().map_err(|_| {
+                        Error::BadRequest("`after` must be an event position.".into())
+                    })?)
+            }
+            _ => {
+                out.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=audit::MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!("`limit` must be from 1 to {}.", audit::MAX_PAGE))
+                    })?
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The workspace's events in commit order (`audit:read`); with `Accept:
+/// application/x-ndjson` the whole matching history streams, one event per line.
+#[utoipa::path(get, path = "/audit/events", tag = "audit",
+    params(("aggregate_type" = Option<String>, Query), ("aggregate_id" = Option<String>, Query),
+        ("actor_id" = Option<String>, Query), ("event_type" = Option<String>, Query),
+        ("from" = Option<String>, Query), ("to" = Option<String>, Query),
+        ("after" = Option<i64>, Query, description = "The `position` of the last event of the previous page."),
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100.")),
+    responses((status = 200, body = AuditEventsOut), (status = 400, body = ErrorOut), (status = 403, body = ErrorOut), (status = 422, body = ErrorOut)),
+    security(("bearer" = []), ("api_key_pair" = [])))]
+async fn list_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response> {
+    let request = event_query(&query)?;
+    let ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    if ndjson {
+        let pages = audit::events_stream(state.pool.clone(), &auth, &request).await?;
+        let lines = pages.map(|page| {
+            page.map(|items| {
+                let mut out = Vec::new();
+                for item in items {
+                    if serde_json::to_writer(&mut out, &item).is_ok() {
+                        out.push(b'\n');
+                    }
+                }
+                axum::body::Bytes::from(out)
+            })
+            .map_err(|error| std::io::Error::other(error.to_string()))
+        });
+        return Ok((
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(lines),
+        )
+            .into_response());
+    }
+    let (items, next) = audit::events(&state.pool, &auth, &request).await?;
+    Ok(axum::Json(json!({"data": items, "meta": {"next_after": next}})).into_response())
 }
 
 /// The query's numbers by name: every name in `required` present once, every other
