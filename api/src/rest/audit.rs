@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_events))
         .routes(routes!(get_checkpoint))
+        .routes(routes!(verify))
         .routes(routes!(inclusion_proof))
         .routes(routes!(consistency_proof))
 }
@@ -233,6 +234,27 @@ fn numbers(query: &QueryPairs, required: &[&str], optional: &[&str]) -> Result<V
 
 fn get(numbers: &[(String, u64)], name: &str) -> Option<u64> {
     numbers.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+}
+
+/// What re-hashing the log found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyOut {
+    pub intact: bool,
+    pub events_checked: u64,
+    pub first_broken_position: Option<i64>,
+    pub tree_size: u64,
+    pub root_matches_checkpoint: bool,
+}
+
+/// Re-hash every stored event, compare with its leaf, and recompute the root of the
+/// latest signed checkpoint from the events alone (`audit:read`).
+#[utoipa::path(get, path = "/audit/verify", tag = "audit",
+    responses((status = 200, body = VerifyOut), (status = 400, body = ErrorOut), (status = 403, body = ErrorOut)),
+    security(("bearer" = []), ("api_key_pair" = [])))]
+async fn verify(State(state): State<AppState>, auth: Auth, query: QueryPairs) -> Result<Response> {
+    numbers(&query, &[], &[])?;
+    let report = audit::verify(&state.pool, &auth).await?;
+    Ok(axum::Json(report).into_response())
 }
 
 /// The latest signed checkpoint, or the one of `tree_size` (`audit:read`).
