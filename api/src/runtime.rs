@@ -179,6 +179,7 @@ impl Runtime {
             tasks.push(subscriptions.spawn(pulsar_projections::audit::AuditLog));
         } else {
             tasks.extend(READ_MODELS.map(|name| subscriptions.follow(name)));
+            tasks.push(subscriptions.follow(pulsar_projections::audit::NAME));
         }
         let interval = config.maintenance_interval;
         let signer = if role.projects() {

@@ -14,7 +14,7 @@ use pulsar_domain::keys::NewKey;
 use pulsar_domain::scopes::{Action, Permission, Resource, ScopeSet};
 use pulsar_domain::{Actor, EventMetadata};
 use pulsar_projections::list::{self, ListRequest, Page};
-use pulsar_projections::{api_keys, key_table};
+use pulsar_projections::{api_keys, audit, key_table};
 use serde_json::{json, Value};
 
 use crate::application::commands;
@@ -287,12 +287,41 @@ pub async fn revoke(state: &AppState, auth: &Auth, id: &str, expected: Option<i6
     Ok(())
 }
 
-/// A key's audit trail: every event of the key, in log order, with who did it.
+/// A key's audit trail: its slice of the audit log (`GET /audit/events` entries, with
+/// their leaf hashes), in commit order, with who did each step and from where.
 pub async fn history(state: &AppState, auth: &Auth, id: &str) -> Result<Vec<Value>> {
     auth.require(READ)?;
     item(state, &auth.workspace_id, id).await?;
-    Ok(
-        pulsar_projections::log::history(&state.pool, <ApiKey as cqrs_es::Aggregate>::TYPE, id)
-            .await?,
-    )
+    let key_type = <ApiKey as cqrs_es::Aggregate>::TYPE;
+    // Read-your-writes: the key's latest event must have reached the audit log.
+    if let Some((position, _)) =
+        pulsar_projections::log::position_of_latest(&state.pool, key_type, id).await?
+    {
+        let reached = state
+            .subscriptions
+            .wait_for(&[audit::NAME], position, state.config.consistency_timeout)
+            .await;
+        if !reached {
+            return Err(Error::Unavailable(
+                "The audit log is catching up; try again in a moment.".into(),
+            ));
+        }
+    }
+    let filter = audit::EventFilter {
+        workspace_id: auth.workspace_id.clone(),
+        aggregate_type: Some(key_type.to_string()),
+        aggregate_id: Some(id.to_string()),
+        ..audit::EventFilter::default()
+    };
+    let mut conn = state.pool.acquire().await?;
+    let mut entries = Vec::new();
+    let mut after = -1;
+    loop {
+        let (page, last) = audit::events_page(&mut conn, &filter, after, 1000).await?;
+        entries.extend(page);
+        match last {
+            Some(last) => after = last,
+            None => return Ok(entries),
+        }
+    }
 }

@@ -160,20 +160,6 @@ pub struct RotateIn {
     pub grace_period_hours: Option<i64>,
 }
 
-/// One entry of a key's audit trail.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KeyHistoryOut {
-    pub position: i64,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    #[schema(value_type = Object)]
-    pub payload: Value,
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-    pub recorded_at: String,
-}
-
 /// List the workspace's keys (search by name).
 #[utoipa::path(get, path = "/api-keys", tag = "api-keys", params(ListQuery<ApiKeys>),
     responses((status = 200, body = ListOut<ApiKeyOut>), (status = 400, body = ErrorOut), (status = 401, body = ErrorOut), (status = 403, body = ErrorOut)),
@@ -286,9 +272,9 @@ async fn revoke_key(
     Ok(no_content())
 }
 
-/// A key's audit trail: every event of the key, in log order, with who did it.
+/// A key's audit trail: its slice of `GET /audit/events`, in commit order.
 #[utoipa::path(get, path = "/api-keys/{id}/history", tag = "api-keys", params(("id" = String, Path)),
-    responses((status = 200, body = DataOut<Vec<KeyHistoryOut>>), (status = 404, body = ErrorOut)),
+    responses((status = 200, body = DataOut<Vec<super::audit::AuditEventOut>>), (status = 404, body = ErrorOut)),
     security(("bearer" = []), ("api_key_pair" = [])))]
 async fn key_history(
     State(state): State<AppState>,

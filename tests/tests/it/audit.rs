@@ -669,3 +669,83 @@ async fn verify_names_a_deleted_a_reordered_event_and_a_changed_leaf() {
     assert_eq!(report.body["root_matches_checkpoint"], false);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_keys_whole_life_comes_back_from_its_history_with_who_and_where() {
+    let app = TestApp::start().await;
+    let owner = app.signup("life@audit.example", "Life").await;
+    let created = app
+        .post(
+            "/api/v1/api-keys",
+            &owner,
+            serde_json::json!({"name": "ci", "scopes": ["projects:read"]}),
+        )
+        .await;
+    created.expect(201);
+    let key = created.body["data"]["id"].as_str().expect("id").to_string();
+    app.call(
+        "PATCH",
+        &format!("/api/v1/api-keys/{key}"),
+        Some(&owner.token),
+        Some(serde_json::json!({"scopes": ["projects:read", "projects:write"]})),
+        &[
+            ("x-request-id", "req-widen-1"),
+            ("user-agent", "audit-test/1.0"),
+        ],
+    )
+    .await
+    .expect(200);
+    app.post(
+        &format!("/api/v1/api-keys/{key}/rotate"),
+        &owner,
+        serde_json::json!({"grace_period_hours": 1}),
+    )
+    .await
+    .expect(200);
+    app.delete(&format!("/api/v1/api-keys/{key}"), &owner)
+        .await
+        .expect(204);
+    // Read right after the last write: read-your-writes holds for the history too.
+    let history = app
+        .get(&format!("/api/v1/api-keys/{key}/history"), &owner)
+        .await;
+    history.expect(200);
+    let entries = history.body["data"].as_array().expect("entries");
+    let types: Vec<&str> = entries
+        .iter()
+        .map(|e| e["event_type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "ApiKeyCreated",
+            "ApiKeyUpdated",
+            "ApiKeyRotated",
+            "ApiKeyRevoked"
+        ]
+    );
+    for entry in entries {
+        let meta = &entry["metadata"];
+        assert_eq!(meta["actor_type"], "user");
+        assert_eq!(meta["actor_id"], owner.user_id.as_str());
+        for field in ["request_id", "client_ip", "user_agent"] {
+            assert!(meta[field].is_string(), "{field}: {entry}");
+        }
+        assert_eq!(meta["workspace_id"], owner.workspace_id.as_str());
+        assert!(entry["hash"].is_string());
+    }
+    assert_eq!(entries[1]["metadata"]["request_id"], "req-widen-1");
+    assert_eq!(entries[1]["metadata"]["user_agent"], "audit-test/1.0");
+    assert_eq!(
+        entries[1]["payload"]["ApiKeyUpdated"]["settings"]["scopes"],
+        serde_json::json!(["projects:read", "projects:write"]),
+        "{}",
+        entries[1]
+    );
+    // The same entries as the audit log's slice.
+    let slice = app
+        .get(&format!("/api/v1/audit/events?aggregate_id={key}"), &owner)
+        .await;
+    assert_eq!(&slice.body["data"], &history.body["data"]);
+    app.stop().await;
+}
