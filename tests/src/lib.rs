@@ -517,3 +517,29 @@ pub async fn every_kind_of_command(app: &TestApp) -> User {
 
     owner
 }
+
+/// Runs a Python script (`python3 -c`) with `input` on stdin; returns whether it exited
+/// successfully, its stdout and its stderr. The verifiers tests use are Python, written
+/// independently of the server (the test setup installs the packages they import).
+pub fn python(script: &str, input: &[u8]) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write to python3");
+    let output = child.wait_with_output().expect("python3 finishes");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -2,8 +2,6 @@
 //! written from RFC 9162 and API.md (not from the server's code) recomputes every leaf
 //! from the `events` table and the root, and must agree with what the server stored.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pulsar_domain::merkle::{self, Hash};
@@ -62,26 +60,9 @@ async fn export(app: &TestApp) -> String {
 }
 
 fn verify_independently(lines: &str) -> Value {
-    let mut child = Command::new("python3")
-        .args(["-c", VERIFIER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(lines.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("python3 finishes");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("json")
+    let (ok, stdout, stderr) = pulsar_tests::python(VERIFIER, lines.as_bytes());
+    assert!(ok, "{stderr}");
+    serde_json::from_str(&stdout).expect("json")
 }
 
 async fn caught_up(app: &TestApp) {
@@ -389,26 +370,12 @@ async fn checkpoints_and_proofs_verify_independently_and_corruption_is_refused()
         "inclusions": all_inclusions,
         "consistency": all_consistency,
     });
-    let mut child = Command::new("python3")
-        .args(["-c", PROOF_VERIFIER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (the test setup installs cryptography)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.to_string().as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("python3 finishes");
+    let (ok, stdout, stderr) = pulsar_tests::python(PROOF_VERIFIER, input.to_string().as_bytes());
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ok,
+        "the verifier failed (the test setup installs cryptography): {stderr}"
     );
-    let verdict: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let verdict: Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(
         verdict["checkpoints"],
         serde_json::json!([true, true, false])

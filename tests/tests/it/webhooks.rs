@@ -3,8 +3,6 @@
 //! dead letters, disabling, manual retry, recover, replay, rotation, the SSRF guard,
 //! and two dispatchers on one database.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pulsar_dispatcher::DispatcherConfig;
@@ -132,25 +130,10 @@ print("verified")
         "standard": request.header("webhook-signature"),
         "secrets": secrets,
     });
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (the test setup installs stripe and standardwebhooks)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.to_string().as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("python3 finishes");
+    let (ok, stdout, stderr) = pulsar_tests::python(SCRIPT, input.to_string().as_bytes());
     assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).contains("verified"),
-        "official verifiers refused: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        ok && stdout.contains("verified"),
+        "official verifiers refused: {stdout}{stderr}"
     );
 }
 
