@@ -164,11 +164,21 @@ async fn a_key_revoked_on_one_process_is_refused_by_another_within_a_second() {
         dir.join(format!("b-{}.log", db.name)),
     ];
     let url = db.url.clone();
+    // Both processes share one data dir, hence one webhook secret key and one audit
+    // signing key (never the working directory).
+    let data = dir
+        .join(format!("keys-{}", db.name))
+        .to_string_lossy()
+        .to_string();
     let spawn = |log: PathBuf| {
-        let url = url.clone();
+        let (url, data) = (url.clone(), data.clone());
         tokio::task::spawn_blocking(move || {
             Server::spawn_logged(
-                &[("DATABASE_URL", &url), ("PULSAR_LOG", "debug")],
+                &[
+                    ("DATABASE_URL", &url),
+                    ("PULSAR_DATA_DIR", &data),
+                    ("PULSAR_LOG", "debug"),
+                ],
                 Some(&log),
             )
         })
