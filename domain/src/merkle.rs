@@ -53,20 +53,6 @@ pub struct Perfect {
     pub index: u64,
 }
 
-impl Perfect {
-    pub fn start(self) -> u64 {
-        self.index << self.level
-    }
-
-    pub fn len(self) -> u64 {
-        1 << self.level
-    }
-
-    pub fn is_empty(self) -> bool {
-        false
-    }
-}
-
 /// The perfect subtrees whose right fold is MTH(D[start:end]), largest first. `start`
 /// must be a multiple of the range's split (true of every range a proof uses).
 pub fn perfect_parts(start: u64, end: u64) -> Vec<Perfect> {

@@ -168,9 +168,11 @@ pub async fn create(
     let mut normalized = settings.clone();
     webhook::normalize_settings(&mut normalized);
     let errors = webhook::validate_settings(&normalized);
-    if errors.is_empty() {
-        check_url(state, &normalized.url)?;
+    if !errors.is_empty() {
+        // Refused before anything is written (the command would refuse the same).
+        return Err(Error::Validation(errors));
     }
+    check_url(state, &normalized.url)?;
     let fingerprint = store_secret(state, &id, &secret).await?;
     let command = WebhookCommand::CreateWebhook {
         workspace_id: auth.workspace_id.clone(),
