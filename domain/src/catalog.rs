@@ -204,6 +204,18 @@ pub fn publish<'a, A: Published>(
         .collect()
 }
 
+/// The resource as it stood after the last event of `stream` (a prefix of one
+/// aggregate's stream, in order): what `?as_of=` reads.
+pub fn fold_view<'a, A: Published>(
+    stream: impl IntoIterator<Item = (A::Event, Envelope<'a>)>,
+) -> A::View {
+    let mut view = A::View::default();
+    for (event, envelope) in stream {
+        A::fold(&mut view, &event, &envelope);
+    }
+    view
+}
+
 // Users ---------------------------------------------------------------------------------
 
 impl Published for User {
@@ -368,6 +380,23 @@ pub struct ApiKeyData {
     pub version: i64,
 }
 
+impl ApiKeyData {
+    /// The key's status at `at`, as `GET /api-keys/{id}` reports it: the status its
+    /// events left, unless its expiry or grace period had passed by then.
+    pub fn status_at(&self, at: DateTime<Utc>) -> &str {
+        let passed = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t <= at)
+        };
+        match self.status.as_str() {
+            "active" | "rotating" if passed(&self.expires_at) => "expired",
+            "rotating" if passed(&self.grace_period_ends_at) => "expired",
+            status => status,
+        }
+    }
+}
+
 impl Published for ApiKey {
     type View = ApiKeyData;
 
@@ -452,6 +481,9 @@ pub struct WebhookData {
     pub created_at: String,
     pub updated_at: String,
     pub version: i64,
+    /// `true` once the endpoint is deleted (no public event carries it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 impl WebhookData {
@@ -509,7 +541,8 @@ impl Published for Webhook {
                     view.disabled_reason = None;
                 }
             }
-            WebhookEvent::WebhookSecretRotated { .. } | WebhookEvent::WebhookDeleted => {}
+            WebhookEvent::WebhookSecretRotated { .. } => {}
+            WebhookEvent::WebhookDeleted => view.deleted = true,
             WebhookEvent::WebhookDisabled { reason } => {
                 view.is_active = false;
                 view.disabled_reason = Some(reason.clone());

@@ -577,14 +577,8 @@ async fn fetch_page(
 
 /// Applies `fields` (keeping included relations) and wraps the page.
 fn shape(request: &ListRequest, mut items: Vec<Value>, total: i64) -> Page {
-    if let Some(fields) = &request.fields {
-        for item in &mut items {
-            if let Value::Object(map) = item {
-                map.retain(|key, _| {
-                    fields.iter().any(|f| f == key) || request.include.iter().any(|i| i == key)
-                });
-            }
-        }
+    for item in &mut items {
+        request.select(item);
     }
     Page {
         items,
@@ -613,6 +607,16 @@ impl Page {
 }
 
 impl ListRequest {
+    /// Keeps the members of `item` that `fields` (and `include`) name; all without
+    /// `fields`.
+    pub fn select(&self, item: &mut Value) {
+        if let (Some(fields), Value::Object(map)) = (&self.fields, item) {
+            map.retain(|key, _| {
+                fields.iter().any(|f| f == key) || self.include.iter().any(|i| i == key)
+            });
+        }
+    }
+
     /// A single-item request from query pairs: only `fields` and `include` apply to one
     /// item; anything else is an error message for a 400.
     pub fn item(

@@ -255,23 +255,27 @@ pub async fn position_of_latest(
     .transpose()
 }
 
-/// One aggregate's events in order, as audit entries (`position`, `event_type`, `payload`,
-/// `metadata`, `recorded_at`, ...). Payloads never hold secrets, so they are shown whole.
-pub async fn history(
+/// One aggregate's events recorded at or before `at`, in stream order: the prefix a
+/// fold reads to show the aggregate as it stood then.
+pub async fn read_stream_until(
     pool: &PgPool,
     aggregate_type: &str,
     aggregate_id: &str,
-) -> Result<Vec<Value>, ProjectionError> {
-    Ok(sqlx::query_scalar(
-        "SELECT jsonb_build_object('position', global_position, 'sequence', sequence,
-                'event_type', event_type, 'event_version', event_version, 'payload', payload,
-                'metadata', metadata, 'recorded_at', rfc3339(recorded_at))
-           FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
-    )
+    at: DateTime<Utc>,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events
+          WHERE aggregate_type = $1 AND aggregate_id = $2 AND recorded_at <= $3
+          ORDER BY sequence"
+    ))
     .bind(aggregate_type)
     .bind(aggregate_id)
+    .bind(at)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
 }
 
 /// A workspace's events recorded in `[since, until)`, in log order, after `after`: what

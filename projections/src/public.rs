@@ -7,7 +7,7 @@
 
 use cqrs_es::Aggregate;
 use pulsar_domain::api_key::ApiKey;
-use pulsar_domain::catalog::{publish, Envelope, PublicEvent, Published};
+use pulsar_domain::catalog::{fold_view, publish, Envelope, PublicEvent, Published};
 use pulsar_domain::metadata::{Actor, ActorType};
 use pulsar_domain::user::User;
 use pulsar_domain::webhook::Webhook;
@@ -36,14 +36,25 @@ fn envelope(event: &StoredEvent) -> Envelope<'_> {
     }
 }
 
+/// `events` decoded as `A`'s, each with its envelope.
+fn typed<A: Aggregate>(
+    events: &[StoredEvent],
+) -> Result<Vec<(A::Event, Envelope<'_>)>, ProjectionError> {
+    events
+        .iter()
+        .map(|event| Ok((event.decode::<A>()?.payload, envelope(event))))
+        .collect()
+}
+
 fn stream<A: Aggregate + Published>(
     events: &[StoredEvent],
 ) -> Result<Vec<Option<PublicEvent>>, ProjectionError> {
-    let typed = events
-        .iter()
-        .map(|event| Ok((event.decode::<A>()?.payload, envelope(event))))
-        .collect::<Result<Vec<_>, ProjectionError>>()?;
-    Ok(publish::<A>(typed))
+    Ok(publish::<A>(typed::<A>(events)?))
+}
+
+/// The resource after the last of `events` (a prefix of one stream of `A`, in order).
+pub fn view<A: Aggregate + Published>(events: &[StoredEvent]) -> Result<A::View, ProjectionError> {
+    Ok(fold_view::<A>(typed::<A>(events)?))
 }
 
 /// The public events of one aggregate's stream, given in order from its first event

@@ -17,8 +17,8 @@ use pulsar_projections::list::{self, ListRequest, Page};
 use pulsar_projections::{api_keys, audit, key_table};
 use serde_json::{json, Value};
 
-use crate::application::commands;
 use crate::application::AppState;
+use crate::application::{as_of, commands};
 use crate::application::{Auth, Error, Result};
 
 const READ: Permission = Permission(Resource::ApiKeys, Action::Read);
@@ -124,10 +124,21 @@ pub async fn list(state: &AppState, auth: &Auth, request: &ListRequest) -> Resul
     .await?)
 }
 
-/// One key (revoked and expired keys stay readable, for audit).
-pub async fn get(state: &AppState, auth: &Auth, id: &str) -> Result<Value> {
+/// One key (revoked and expired keys stay readable, for audit); with `as_of`, the key
+/// as it stood then, folded from its events (see [`as_of`]).
+pub async fn get(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<Value> {
     auth.require(READ)?;
-    item(state, &auth.workspace_id, id).await
+    let Some(at) = at else {
+        return item(state, &auth.workspace_id, id).await;
+    };
+    let mut view = as_of::fold::<ApiKey>(state, id, at).await?;
+    view.status = view.status_at(at).to_string();
+    as_of::present(view, Some(&auth.workspace_id)).ok_or_else(|| Error::not_found("API key"))
 }
 
 /// Creates a key with at most the caller's own scopes.

@@ -14,12 +14,14 @@
 //! - [`commands`]: running commands with conflict retries and read-your-writes, over
 //!   [`event_store`] (postgres-es's tables in fewer round trips).
 //! - [`rate_limit`], [`usage`]: per-principal limits and call counting.
+//! - [`as_of`]: resources as they stood at an instant, folded from their events.
 //! - [`webhooks`]: endpoints, secrets, tests, deliveries, retry, recover and replay.
 //! - [`claims`]: uniqueness the write side cannot check by itself (slugs).
 //! - [`state`]: [`AppState`], the handles every use case shares (pool, commands,
 //!   subscriptions, key table, limiter, clock, config).
 
 pub mod api_keys;
+pub mod as_of;
 pub mod audit;
 pub mod authentication;
 pub mod claims;

@@ -11,6 +11,7 @@
 //! Each collection is a [`Resource`]: its record kind, scope, list and the references
 //! its fields hold. Adapters name the collection by type (`records::list::<Projects>`).
 
+use chrono::{DateTime, Utc};
 use pulsar_domain::ids;
 use pulsar_domain::record::{LiveReferences, Record, RecordCommand, RecordKind};
 use pulsar_domain::scopes::{self, Action, Permission};
@@ -22,7 +23,7 @@ use pulsar_projections::list::{self, ListRequest, ListSpec, Page};
 use pulsar_projections::workspace_data::{self as data, Reference};
 use serde_json::{Map, Value};
 
-use crate::application::AppState;
+use crate::application::{as_of, AppState};
 use crate::application::{Auth, Error, Result};
 
 /// One collection of workspace data.
@@ -228,17 +229,31 @@ pub async fn list<R: Resource>(
     })
 }
 
-/// One item, shaped by the request's `fields` and `include`.
+/// One item, shaped by the request's `fields` and `include`; with `as_of`, the item as
+/// it stood then, folded from its events (see [`as_of`]), shaped by `fields`.
 pub async fn get<R: Resource>(
     state: &AppState,
     auth: &Auth,
     id: &str,
     request: &ListRequest,
+    at: Option<DateTime<Utc>>,
 ) -> Result<Value> {
     auth.require(permission::<R>(Action::Read))?;
-    list::fetch_item(&state.pool, R::SPEC, request, &scope::<R>(auth, id))
+    let Some(at) = at else {
+        return list::fetch_item(&state.pool, R::SPEC, request, &scope::<R>(auth, id))
+            .await?
+            .ok_or_else(not_found::<R>);
+    };
+    if !request.include.is_empty() {
+        return Err(Error::BadRequest(
+            "`include` shows relations as they are now; it cannot be combined with `as_of`.".into(),
+        ));
+    }
+    let mut item = as_of::item::<Record<R::Kind>>(state, &auth.workspace_id, id, at)
         .await?
-        .ok_or_else(not_found::<R>)
+        .ok_or_else(not_found::<R>)?;
+    request.select(&mut item);
+    Ok(item)
 }
 
 /// Creates an item; returns it as lists show it.

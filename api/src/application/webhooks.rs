@@ -23,6 +23,7 @@ use pulsar_projections::list::{self, ListRequest, Page};
 use pulsar_projections::webhooks;
 use serde_json::{json, Value};
 
+use crate::application::as_of;
 use crate::application::commands::Commands;
 use crate::application::AppState;
 use crate::application::{Auth, Error, Result};
@@ -121,10 +122,21 @@ pub async fn list(state: &AppState, auth: &Auth, request: &ListRequest) -> Resul
     .await?)
 }
 
-/// One endpoint, with its delivery counters.
-pub async fn get(state: &AppState, auth: &Auth, id: &str) -> Result<Value> {
+/// One endpoint, with its delivery counters; with `as_of`, the endpoint as it stood
+/// then, folded from its events (no counters; see [`as_of`]).
+pub async fn get(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<Value> {
     auth.require(READ)?;
-    item(state, &auth.workspace_id, id).await
+    match at {
+        None => item(state, &auth.workspace_id, id).await,
+        Some(at) => as_of::item::<Webhook>(state, &auth.workspace_id, id, at)
+            .await?
+            .ok_or_else(not_found),
+    }
 }
 
 /// Seals `secret` for endpoint `id`, valid until replaced.

@@ -6,6 +6,7 @@
 //! (404). Roles' rules (an owner always remains, only owners touch the owner role and
 //! the tier) are the `Workspace` aggregate's.
 
+use chrono::{DateTime, Utc};
 use pulsar_domain::ids::{self, prefix};
 use pulsar_domain::scopes::{Action, Permission, Resource, Role};
 use pulsar_domain::validate;
@@ -15,7 +16,7 @@ use pulsar_projections::list::{self, ListRequest, Page};
 use pulsar_projections::{identity, key_table};
 use serde_json::Value;
 
-use crate::application::AppState;
+use crate::application::{as_of, AppState};
 use crate::application::{claims, identity as accounts};
 use crate::application::{Auth, Error, Principal, PrincipalKind, Result};
 
@@ -173,10 +174,20 @@ pub async fn list(state: &AppState, principal: &Principal, request: &ListRequest
     .await?)
 }
 
-/// One workspace the principal may read.
-pub async fn get(state: &AppState, principal: &Principal, id: &str) -> Result<Value> {
+/// One workspace the principal may read; with `as_of`, the workspace as it stood then,
+/// folded from its events (see [`as_of`]).
+pub async fn get(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<Value> {
     let auth = member_auth(state, principal, id, READ).await?;
-    workspace_item(state, id, &auth.principal).await
+    match at {
+        None => workspace_item(state, id, &auth.principal).await,
+        Some(at) => as_of::present(as_of::fold::<Workspace>(state, id, at).await?, None)
+            .ok_or_else(|| Error::not_found("Workspace")),
+    }
 }
 
 /// Creates a workspace; the user creating it becomes its owner.

@@ -316,11 +316,48 @@ impl<L: Listed> utoipa::IntoParams for ItemQuery<L> {
     fn into_params(
         _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
-        list_parameters(L::SPEC)
+        let mut parameters: Vec<_> = list_parameters(L::SPEC)
             .into_iter()
             .filter(|p| p.name == "fields" || p.name == "include")
-            .collect()
+            .collect();
+        parameters.push(as_of_parameter());
+        parameters
     }
+}
+
+/// `as_of` on a single GET whose resource is folded from its events.
+#[derive(Debug)]
+pub struct AsOfQuery;
+
+impl utoipa::IntoParams for AsOfQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![as_of_parameter()]
+    }
+}
+
+fn as_of_parameter() -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    use utoipa::openapi::Required;
+
+    ParameterBuilder::new()
+        .name("as_of")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(
+            "RFC 3339 instant: the resource as it stood then, folded from its events \
+             (404 if it did not exist yet). Shows what its events record, without \
+             read-model-only members.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .build(),
+        ))
+        .build()
 }
 
 /// The document as served: the generated one, finished where generation cannot say

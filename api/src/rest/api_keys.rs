@@ -21,7 +21,7 @@ use crate::application::AppState;
 use crate::application::{Auth, Result};
 use crate::http::extract::{double_option, ApiKeyIds, Json, OptionalJson, PathId, QueryPairs};
 use crate::http::middleware::no_content;
-use crate::http::openapi::{ListQuery, Listed};
+use crate::http::openapi::{AsOfQuery, ListQuery, Listed};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -199,16 +199,19 @@ async fn create_key(
     ))
 }
 
-/// Get a key. Revoked and expired keys stay readable for audit.
-#[utoipa::path(get, path = "/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
+/// Get a key. Revoked and expired keys stay readable for audit; `as_of` shows the key
+/// as it stood at an instant ("which scopes did it have that day").
+#[utoipa::path(get, path = "/api-keys/{id}", tag = "api-keys", params(("id" = String, Path), AsOfQuery),
     responses((status = 200, body = DataOut<ApiKeyOut>), (status = 404, body = ErrorOut)),
     security(("bearer" = []), ("api_key_pair" = [])))]
 async fn get_key(
     State(state): State<AppState>,
     auth: Auth,
     PathId(id, _): PathId<ApiKeyIds>,
+    query: QueryPairs,
 ) -> Result<Response> {
-    Ok(super::data(keys::get(&state, &auth, &id).await?))
+    let at = super::as_of(&query)?;
+    Ok(super::data(keys::get(&state, &auth, &id, at).await?))
 }
 
 /// Change a key's name, scopes, allowlist, expiry, age policy or tier.

@@ -3,6 +3,7 @@
 
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use pulsar_projections::list::{ListRequest, ListSpec, Page};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -128,9 +129,29 @@ pub fn list_request(spec: &ListSpec, query: &QueryPairs) -> Result<ListRequest> 
     ListRequest::parse(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)
 }
 
-/// The `fields` and `include` a single item's query string asks for.
+/// The `fields` and `include` a single item's query string asks for (`as_of` is read by
+/// [`as_of`]).
 pub fn item_request(spec: &ListSpec, query: &QueryPairs) -> Result<ListRequest> {
-    ListRequest::item(spec, &query.0, &[SCOPING_PARAMETER]).map_err(Error::BadRequest)
+    ListRequest::item(spec, &query.0, &[SCOPING_PARAMETER, AS_OF]).map_err(Error::BadRequest)
+}
+
+const AS_OF: &str = "as_of";
+
+/// The instant `?as_of=` names, if any (400 unless RFC 3339). Which names a route takes
+/// at all is the edge's business ([`crate::http::edge`]).
+pub fn as_of(query: &QueryPairs) -> Result<Option<DateTime<Utc>>> {
+    query
+        .get(AS_OF)
+        .map(|value| {
+            DateTime::parse_from_rfc3339(value)
+                .map(|at| at.with_timezone(&Utc))
+                .map_err(|_| {
+                    Error::BadRequest(
+                        "`as_of` must be an RFC 3339 time, e.g. 2026-12-01T09:30:00Z.".into(),
+                    )
+                })
+        })
+        .transpose()
 }
 
 /// `{"data": item}`, with the item's `version` as its `ETag`.

@@ -131,7 +131,8 @@ macro_rules! record_routes {
             query: QueryPairs,
         ) -> Result<Response> {
             let request = super::item_request(<$resource as records::Resource>::SPEC, &query)?;
-            Ok(super::data(records::get::<$resource>(&state, &auth, &id, &request).await?))
+            let at = super::as_of(&query)?;
+            Ok(super::data(records::get::<$resource>(&state, &auth, &id, &request, at).await?))
         }
 
         /// Change some fields: absent ones stay, `null` clears an optional one.

@@ -23,7 +23,7 @@ use crate::http::extract::{
     double_option, DeliveryIds, Json, OptionalJson, PathId, PathIds, QueryPairs, WebhookIds,
 };
 use crate::http::middleware::no_content;
-use crate::http::openapi::{ListQuery, Listed};
+use crate::http::openapi::{AsOfQuery, ListQuery, Listed};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -276,16 +276,18 @@ async fn create_webhook(
     ))
 }
 
-/// Get an endpoint.
-#[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+/// Get an endpoint; `as_of` shows it as it stood at an instant.
+#[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path), AsOfQuery),
     responses((status = 200, body = DataOut<WebhookOut>), (status = 404, body = ErrorOut)),
     security(("bearer" = []), ("api_key_pair" = [])))]
 async fn get_webhook(
     State(state): State<AppState>,
     auth: Auth,
     PathId(id, _): PathId<WebhookIds>,
+    query: QueryPairs,
 ) -> Result<Response> {
-    Ok(super::data(hooks::get(&state, &auth, &id).await?))
+    let at = super::as_of(&query)?;
+    Ok(super::data(hooks::get(&state, &auth, &id, at).await?))
 }
 
 /// Change an endpoint; `is_active: true` re-enables a disabled one.

@@ -17,7 +17,7 @@ use crate::application::AppState;
 use crate::application::{workspaces, Principal, Result};
 use crate::http::extract::{Json, MemberIds, PathId, PathIds, QueryPairs, WorkspaceIds};
 use crate::http::middleware::no_content;
-use crate::http::openapi::{ListQuery, Listed};
+use crate::http::openapi::{AsOfQuery, ListQuery, Listed};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -195,17 +195,19 @@ async fn create_workspace(
     Ok(created("Workspace created successfully.", item))
 }
 
-/// Get a workspace you belong to.
+/// Get a workspace you belong to; `as_of` shows it as it stood at an instant.
 #[utoipa::path(get, path = "/workspaces/{id}", tag = "workspaces",
-    params(("id" = String, Path)),
+    params(("id" = String, Path), AsOfQuery),
     responses((status = 200, body = DataOut<WorkspaceOut>), (status = 404, body = ErrorOut)),
     security(("bearer" = [])))]
 async fn get_workspace(
     State(state): State<AppState>,
     principal: Principal,
     PathId(id, _): PathId<WorkspaceIds>,
+    query: QueryPairs,
 ) -> Result<Response> {
-    Ok(data(workspaces::get(&state, &principal, &id).await?))
+    let at = super::as_of(&query)?;
+    Ok(data(workspaces::get(&state, &principal, &id, at).await?))
 }
 
 /// Rename a workspace or change its settings (`workspaces:write`).

@@ -281,7 +281,8 @@ async fn every_kind_of_use_case_runs_without_http() {
             state,
             &auth,
             &task_id,
-            &ListRequest::item(<Tasks as records::Resource>::SPEC, &[], &[]).expect("request")
+            &ListRequest::item(<Tasks as records::Resource>::SPEC, &[], &[]).expect("request"),
+            None,
         )
         .await,
         Err(Error::NotFound(_))

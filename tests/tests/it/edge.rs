@@ -341,10 +341,12 @@ async fn every_route_refuses_unknown_parameters_and_accepts_the_scoping_one() {
         json!({"name": "k", "scopes": ["*"]}),
     )
     .await;
-    // Until the audit work gives `as_of` a meaning it is unknown, and 400 like any other.
+    // `as_of` is known on single GETs only (and must be a time there).
     for path in [
         format!("{V1}/api-keys/{key}?as_of=not-a-date"),
-        format!("{V1}/api-keys/{key}?as_of=2026-01-01T00:00:00Z"),
+        format!("{V1}/api-keys?as_of=2026-01-01T00:00:00Z"),
+        format!("{V1}/projects?as_of=2026-01-01T00:00:00Z"),
+        format!("{V1}/api-keys/{key}?asof=2026-01-01T00:00:00Z"),
         format!("{V1}/workspaces/{ws}?bogus=1"),
         format!("{V1}/projects/{project}?bogus=1"),
         format!("{V1}/projects?bogus=1"),

@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod application;
+mod as_of;
 mod audit;
 mod binary;
 mod catalog;
