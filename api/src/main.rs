@@ -3,8 +3,12 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
+use pulsar_api::application::audit::SignedCheckpoint;
+use pulsar_api::application::audit_export;
 use pulsar_api::runtime::{Role, Runtime};
 use pulsar_api::{app, db, Config};
+use pulsar_projections::audit::EventFilter;
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
@@ -15,6 +19,17 @@ Usage:
   pulsar migrate                            apply database migrations and exit
   pulsar projections rebuild <name|all>     replay the log into fresh read models and swap
                                             them in (the server may keep running)
+  pulsar audit export [FILTERS] [--checkpoint FILE] > log.ndjson
+                                            the log's events (all, or those FILTERS select:
+                                            --workspace-id --aggregate-type --aggregate-id
+                                            --actor-id --event-type --from --to, RFC 3339)
+                                            with the latest signed checkpoint and the proofs
+                                            an auditor needs; --checkpoint adds the proof
+                                            that the log extends that saved checkpoint
+  pulsar audit verify [--checkpoint FILE]   re-hash every event, recompute the signed root,
+                                            and prove a saved checkpoint a prefix of the log
+  pulsar audit verify --export FILE [--checkpoint FILE]
+                                            check an export offline (no database)
   pulsar --help | --version
 ";
 
@@ -24,6 +39,122 @@ enum Command {
     Migrate,
     /// `projections rebuild <name|all>`.
     Rebuild(String),
+    /// `audit export ...`.
+    AuditExport {
+        filter: EventFilter,
+        since: Option<SignedCheckpoint>,
+    },
+    /// `audit verify [--checkpoint FILE]`.
+    AuditVerify(Option<SignedCheckpoint>),
+}
+
+/// `--name value` or `--name=value` options, each at most once, of known names.
+fn options<'a>(
+    args: &[&'a str],
+    known: &[&str],
+) -> Result<std::collections::HashMap<String, &'a str>, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument `{arg}`"));
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((name, value)) => (name, value),
+            None => (
+                flag,
+                *rest
+                    .next()
+                    .ok_or_else(|| format!("--{flag} needs a value"))?,
+            ),
+        };
+        if !known.contains(&name) {
+            return Err(format!("unknown option --{name}"));
+        }
+        if out.insert(name.to_string(), value).is_some() {
+            return Err(format!("--{name} is given twice"));
+        }
+    }
+    Ok(out)
+}
+
+fn read_checkpoint(path: &str) -> Result<SignedCheckpoint, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    SignedCheckpoint::parse(&text).map_err(|e| format!("{path}: {e}"))
+}
+
+fn time_option(name: &str, value: Option<&&str>) -> Result<Option<DateTime<Utc>>, String> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| format!("--{name} must be an RFC 3339 time"))
+        })
+        .transpose()
+}
+
+/// `audit export` options.
+fn export_command(args: &[&str]) -> Result<Command, String> {
+    let given = options(
+        args,
+        &[
+            "workspace-id",
+            "aggregate-type",
+            "aggregate-id",
+            "actor-id",
+            "event-type",
+            "from",
+            "to",
+            "checkpoint",
+        ],
+    )?;
+    let text = |name: &str| given.get(name).map(|v| v.to_string());
+    let filter = EventFilter {
+        workspace_id: text("workspace-id"),
+        aggregate_type: text("aggregate-type"),
+        aggregate_id: text("aggregate-id"),
+        actor_id: text("actor-id"),
+        event_type: text("event-type"),
+        from: time_option("from", given.get("from"))?,
+        to: time_option("to", given.get("to"))?,
+        below_index: None,
+    };
+    let since = given
+        .get("checkpoint")
+        .map(|p| read_checkpoint(p))
+        .transpose()?;
+    Ok(Command::AuditExport { filter, since })
+}
+
+/// `audit verify --export FILE [--checkpoint FILE]`: offline, no database.
+fn verify_export(path: &str, saved: Option<&SignedCheckpoint>) -> ExitCode {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) => {
+            eprintln!("pulsar: {path}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut display = ProgressDisplay::new();
+    let report = audit_export::verify_export(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        saved,
+        |p| display.show(p),
+    );
+    display.finish();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "pulsar: the export does not verify: {}",
+            report.problem.as_deref().unwrap_or("")
+        );
+        ExitCode::FAILURE
+    }
 }
 
 fn main() -> ExitCode {
@@ -48,6 +179,37 @@ fn main() -> ExitCode {
         },
         ["migrate"] => Command::Migrate,
         ["projections", "rebuild", name] => Command::Rebuild(name.to_string()),
+        ["audit", "export", rest @ ..] => match export_command(rest) {
+            Ok(command) => command,
+            Err(error) => {
+                eprintln!("pulsar: audit export: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        ["audit", "verify", rest @ ..] => {
+            let given = match options(rest, &["checkpoint", "export"]) {
+                Ok(given) => given,
+                Err(error) => {
+                    eprintln!("pulsar: audit verify: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let saved = match given
+                .get("checkpoint")
+                .map(|p| read_checkpoint(p))
+                .transpose()
+            {
+                Ok(saved) => saved,
+                Err(error) => {
+                    eprintln!("pulsar: audit verify: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(path) = given.get("export") {
+                return verify_export(path, saved.as_ref());
+            }
+            Command::AuditVerify(saved)
+        }
         _ => {
             eprintln!("pulsar: unexpected arguments {args:?}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -116,6 +278,16 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
             return Ok(());
         }
         Command::Rebuild(name) => return rebuild(&pool, &name, cluster).await,
+        Command::AuditExport { filter, since } => {
+            let result = audit_export_to_stdout(&pool, filter, since.as_ref()).await;
+            stop_cluster(cluster).await?;
+            return result;
+        }
+        Command::AuditVerify(saved) => {
+            let result = audit_verify(&pool, saved.as_ref()).await;
+            stop_cluster(cluster).await?;
+            return result;
+        }
     };
     let listen = config.listen;
     let runtime = Runtime::start(config, pool, role).await?;
@@ -138,6 +310,56 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
     }
     Ok(())
+}
+
+async fn stop_cluster(cluster: Option<pgcluster::Cluster>) -> Result<(), BoxError> {
+    if let Some(mut cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    Ok(())
+}
+
+/// `pulsar audit export`: NDJSON to stdout, progress and a summary to stderr.
+async fn audit_export_to_stdout(
+    pool: &sqlx::PgPool,
+    filter: EventFilter,
+    since: Option<&SignedCheckpoint>,
+) -> Result<(), BoxError> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut display = ProgressDisplay::new();
+    let summary = audit_export::export(pool, filter, since, &mut out, |p| display.show(p)).await;
+    display.finish();
+    let summary = summary?;
+    eprintln!(
+        "exported {} events of a tree of {} ({})",
+        summary.events,
+        summary.tree_size,
+        if summary.complete {
+            "the whole log: its leaves give the checkpoint's root"
+        } else {
+            "filtered: each event carries its inclusion proof"
+        }
+    );
+    Ok(())
+}
+
+/// `pulsar audit verify [--checkpoint FILE]`: the report as JSON on stdout; fails unless
+/// everything holds.
+async fn audit_verify(
+    pool: &sqlx::PgPool,
+    saved: Option<&SignedCheckpoint>,
+) -> Result<(), BoxError> {
+    let mut display = ProgressDisplay::new();
+    let report = audit_export::verify_log(pool, saved, |p| display.show(p)).await;
+    display.finish();
+    let report = report?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.ok {
+        Ok(())
+    } else {
+        Err("the audit log does not verify (see the report above)".into())
+    }
 }
 
 /// `pulsar projections rebuild <name|all>`.

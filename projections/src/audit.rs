@@ -7,6 +7,8 @@
 //! edge ([`Frontier`]), at most 64 stored hashes, so appending costs O(1) amortised
 //! hashes per event and nothing is ever rewritten.
 
+use std::collections::BTreeMap;
+
 use pulsar_domain::catalog;
 use pulsar_domain::merkle::{self, Frontier, Hash, Perfect};
 use serde_json::{json, Map, Value};
@@ -235,16 +237,32 @@ pub async fn root(conn: &mut PgConnection, size: u64) -> Result<Hash, Projection
     Ok(range_roots(conn, &[(0, size)]).await?.remove(0))
 }
 
-/// What `GET /audit/events` selects within one workspace.
+/// What `GET /audit/events` (one workspace) and `pulsar audit export` (any) select.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    pub workspace_id: String,
+    /// `None` only for operators: every workspace, and events of none (users).
+    pub workspace_id: Option<String>,
     pub aggregate_type: Option<String>,
     pub aggregate_id: Option<String>,
     pub actor_id: Option<String>,
     pub event_type: Option<String>,
     pub from: Option<chrono::DateTime<chrono::Utc>>,
     pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only leaves below this `log_index` (a checkpoint's tree size).
+    pub below_index: Option<i64>,
+}
+
+impl EventFilter {
+    /// Whether it selects every event (of the tree, when `below_index` bounds it).
+    pub fn is_everything(&self) -> bool {
+        self.workspace_id.is_none()
+            && self.aggregate_type.is_none()
+            && self.aggregate_id.is_none()
+            && self.actor_id.is_none()
+            && self.event_type.is_none()
+            && self.from.is_none()
+            && self.to.is_none()
+    }
 }
 
 /// The `log_index` of the event at `position` in the workspace, for cursors.
@@ -270,34 +288,47 @@ pub async fn events_page(
     after_index: i64,
     limit: i64,
 ) -> Result<(Vec<Value>, Option<i64>), ProjectionError> {
-    let rows = sqlx::query(
-        "SELECT l.log_index, l.leaf, e.transaction_id::text AS tx_text, e.global_position,
-                e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
-                e.payload, e.metadata, e.recorded_at,
-                coalesce(e.metadata ->> 'workspace_id', event_workspace(e)) AS workspace
-           FROM audit_leaves l
-           JOIN events e ON e.global_position = l.global_position
-          WHERE l.workspace_id = $1 AND l.log_index > $2
-            AND ($3::text IS NULL OR e.aggregate_type = $3)
-            AND ($4::text IS NULL OR e.aggregate_id = $4)
-            AND ($5::text IS NULL OR e.metadata ->> 'actor_id' = $5)
-            AND ($6::text IS NULL OR e.event_type = $6)
-            AND ($7::timestamptz IS NULL OR e.recorded_at >= $7)
-            AND ($8::timestamptz IS NULL OR e.recorded_at < $8)
-          ORDER BY l.log_index
-          LIMIT $9",
-    )
-    .bind(&filter.workspace_id)
-    .bind(after_index)
-    .bind(&filter.aggregate_type)
-    .bind(&filter.aggregate_id)
-    .bind(&filter.actor_id)
-    .bind(&filter.event_type)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    // One statement per scope, so the workspace's reads keep a plan on its index.
+    macro_rules! select {
+        ($scope:literal) => {
+            concat!(
+                "SELECT l.log_index, l.leaf, e.transaction_id::text AS tx_text, e.global_position,
+                        e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
+                        e.payload, e.metadata, e.recorded_at,
+                        coalesce(e.metadata ->> 'workspace_id', event_workspace(e)) AS workspace
+                   FROM audit_leaves l
+                   JOIN events e ON e.global_position = l.global_position
+                  WHERE ",
+                $scope,
+                " AND l.log_index > $2 AND l.log_index < $10
+                    AND ($3::text IS NULL OR e.aggregate_type = $3)
+                    AND ($4::text IS NULL OR e.aggregate_id = $4)
+                    AND ($5::text IS NULL OR e.metadata ->> 'actor_id' = $5)
+                    AND ($6::text IS NULL OR e.event_type = $6)
+                    AND ($7::timestamptz IS NULL OR e.recorded_at >= $7)
+                    AND ($8::timestamptz IS NULL OR e.recorded_at < $8)
+                  ORDER BY l.log_index
+                  LIMIT $9"
+            )
+        };
+    }
+    let sql = match filter.workspace_id {
+        Some(_) => select!("l.workspace_id = $1"),
+        None => select!("$1::text IS NULL"),
+    };
+    let rows = sqlx::query(sql)
+        .bind(&filter.workspace_id)
+        .bind(after_index)
+        .bind(&filter.aggregate_type)
+        .bind(&filter.aggregate_id)
+        .bind(&filter.actor_id)
+        .bind(&filter.event_type)
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(limit)
+        .bind(filter.below_index.unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await?;
     let mut last = None;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -371,8 +402,21 @@ pub async fn verify(
     conn: &mut PgConnection,
     checkpoint: Option<(u64, Hash)>,
 ) -> Result<Verification, ProjectionError> {
+    Ok(verify_with(conn, checkpoint, &[], |_, _| {}).await?.0)
+}
+
+/// As [`verify`], also returning the root recomputed from the events at each of
+/// `sizes` (those the log reaches), and reporting `(events checked, stored tree size)`
+/// after each page.
+pub async fn verify_with(
+    conn: &mut PgConnection,
+    checkpoint: Option<(u64, Hash)>,
+    sizes: &[u64],
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(Verification, BTreeMap<u64, Hash>), ProjectionError> {
     const PAGE: i64 = 5000;
     let stored_size = size(conn).await? as u64;
+    let mut roots = BTreeMap::new();
     let mut frontier = Frontier::default();
     let mut checkpoint_root = None;
     let mut first_broken = None;
@@ -424,8 +468,12 @@ pub async fn verify(
             if checkpoint.is_some_and(|(size, _)| size == frontier.size()) {
                 checkpoint_root = Some(frontier.root());
             }
+            if sizes.contains(&frontier.size()) {
+                roots.insert(frontier.size(), frontier.root());
+            }
         }
         checked += events.len() as u64;
+        progress(checked, stored_size);
     }
     if first_broken.is_none() && checked < stored_size {
         // Leaves whose events are gone: the first of them is where the log broke.
@@ -442,11 +490,12 @@ pub async fn verify(
         }
         None => true,
     };
-    Ok(Verification {
+    let verification = Verification {
         intact: first_broken.is_none() && root_matches_checkpoint,
         events_checked: checked,
         first_broken_position: first_broken,
         tree_size: stored_size,
         root_matches_checkpoint,
-    })
+    };
+    Ok((verification, roots))
 }

@@ -319,7 +319,7 @@ pub async fn history(state: &AppState, auth: &Auth, id: &str) -> Result<Vec<Valu
         }
     }
     let filter = audit::EventFilter {
-        workspace_id: auth.workspace_id.clone(),
+        workspace_id: Some(auth.workspace_id.clone()),
         aggregate_type: Some(key_type.to_string()),
         aggregate_id: Some(id.to_string()),
         ..audit::EventFilter::default()

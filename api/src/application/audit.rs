@@ -14,6 +14,7 @@ use pulsar_domain::merkle;
 use pulsar_domain::scopes::{Action, Permission, Resource};
 use pulsar_projections::audit;
 use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -69,12 +70,7 @@ impl Signer {
 
     pub fn new(seed: &[u8; 32], origin: String) -> std::result::Result<Self, SignerError> {
         let key = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| SignerError::Invalid)?;
-        let mut hasher = Sha256::new();
-        hasher.update(origin.as_bytes());
-        hasher.update(b"\n\x01");
-        hasher.update(key.public_key().as_ref());
-        let digest = hasher.finalize();
-        let key_id = [digest[0], digest[1], digest[2], digest[3]];
+        let key_id = key_id(&origin, key.public_key().as_ref());
         Ok(Self {
             key,
             origin,
@@ -131,10 +127,118 @@ pub async fn checkpoint_if_grown(pool: &PgPool, signer: &Signer) -> Result<Optio
     Ok(Some(size))
 }
 
+/// A signed checkpoint as `GET /audit/checkpoint` returns it, as an export's first line
+/// carries it and as auditors save it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCheckpoint {
+    pub origin: String,
+    pub tree_size: u64,
+    /// Base64.
+    pub root_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Base64 Ed25519 public key.
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The C2SP tlog-checkpoint text with its signature line.
+    pub checkpoint: String,
+}
+
+/// Why a checkpoint does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("checkpoint of size {tree_size}: {reason}")]
+pub struct CheckpointError {
+    pub tree_size: u64,
+    pub reason: &'static str,
+}
+
+impl SignedCheckpoint {
+    /// Reads a saved checkpoint: the JSON of `GET /audit/checkpoint`, or an export's
+    /// `{"checkpoint": {...}}` line.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let value: Value =
+            serde_json::from_str(text.trim()).map_err(|e| format!("not JSON: {e}"))?;
+        let value = match value.get("checkpoint") {
+            Some(inner @ Value::Object(_)) => inner.clone(),
+            _ => value,
+        };
+        serde_json::from_value(value).map_err(|e| format!("not a checkpoint: {e}"))
+    }
+
+    /// Checks the note as an auditor would: its three lines say this origin, size and
+    /// root; its signature line names this origin and the key id of this public key;
+    /// and the Ed25519 signature over the three lines holds. Returns the root.
+    pub fn verify(&self) -> std::result::Result<merkle::Hash, CheckpointError> {
+        let fail = |reason| CheckpointError {
+            tree_size: self.tree_size,
+            reason,
+        };
+        let root: merkle::Hash = STANDARD
+            .decode(&self.root_hash)
+            .ok()
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| fail("root_hash is not a base64 SHA-256"))?;
+        let public_key = STANDARD
+            .decode(&self.public_key)
+            .map_err(|_| fail("public_key is not base64"))?;
+        let (body, signature_line) = self
+            .checkpoint
+            .split_once("\n\n")
+            .ok_or_else(|| fail("the note has no signature line"))?;
+        let body = format!("{body}\n");
+        if body != format!("{}\n{}\n{}\n", self.origin, self.tree_size, self.root_hash) {
+            return Err(fail("the note does not say this origin, size and root"));
+        }
+        let line = signature_line.lines().next().unwrap_or("");
+        let blob = line
+            .strip_prefix(&format!("\u{2014} {} ", self.origin))
+            .and_then(|b| STANDARD.decode(b).ok())
+            .filter(|b| b.len() == 4 + 64)
+            .ok_or_else(|| fail("the signature line is malformed"))?;
+        if blob[..4] != key_id(&self.origin, &public_key) {
+            return Err(fail("the signature line names another key"));
+        }
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public_key)
+            .verify(body.as_bytes(), &blob[4..])
+            .map_err(|_| fail("the Ed25519 signature does not verify"))?;
+        Ok(root)
+    }
+}
+
+/// C2SP signed-note key id: the first 4 bytes of SHA-256(origin ‖ "\n" ‖ 0x01 ‖ key).
+fn key_id(origin: &str, public_key: &[u8]) -> [u8; 4] {
+    let mut hasher = Sha256::new();
+    hasher.update(origin.as_bytes());
+    hasher.update(b"\n\x01");
+    hasher.update(public_key);
+    let digest = hasher.finalize();
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
 /// The latest signed checkpoint, or the one of `tree_size`.
 pub async fn checkpoint(pool: &PgPool, auth: &Auth, tree_size: Option<u64>) -> Result<Value> {
     auth.require(READ)?;
-    let row: Option<Value> = sqlx::query_scalar(
+    checkpoint_row(pool, tree_size)
+        .await?
+        .ok_or_else(|| Error::not_found("Checkpoint"))
+}
+
+/// The latest signed checkpoint, for operators.
+pub async fn latest_checkpoint(pool: &PgPool) -> Result<Option<SignedCheckpoint>> {
+    checkpoint_row(pool, None)
+        .await?
+        .map(|row| {
+            serde_json::from_value(row)
+                .map_err(|e| Error::Internal(format!("a stored checkpoint is malformed: {e}")))
+        })
+        .transpose()
+}
+
+async fn checkpoint_row(pool: &PgPool, tree_size: Option<u64>) -> Result<Option<Value>> {
+    Ok(sqlx::query_scalar(
         "SELECT jsonb_build_object('origin', origin, 'tree_size', tree_size,
                 'root_hash', encode(root, 'base64'), 'signed_at', rfc3339(signed_at),
                 'key_id', key_id, 'public_key', encode(public_key, 'base64'),
@@ -145,8 +249,7 @@ pub async fn checkpoint(pool: &PgPool, auth: &Auth, tree_size: Option<u64>) -> R
     )
     .bind(tree_size.map(|s| s as i64))
     .fetch_optional(pool)
-    .await?;
-    row.ok_or_else(|| Error::not_found("Checkpoint"))
+    .await?)
 }
 
 /// The tree's size as stored now.
@@ -231,13 +334,14 @@ async fn filter_and_start(
 ) -> Result<(audit::EventFilter, i64)> {
     auth.require(READ)?;
     let filter = audit::EventFilter {
-        workspace_id: auth.workspace_id.clone(),
+        workspace_id: Some(auth.workspace_id.clone()),
         aggregate_type: query.aggregate_type.clone(),
         aggregate_id: query.aggregate_id.clone(),
         actor_id: query.actor_id.clone(),
         event_type: query.event_type.clone(),
         from: query.from,
         to: query.to,
+        below_index: None,
     };
     let start = match query.after {
         None => -1,
@@ -312,4 +416,56 @@ pub async fn verify(pool: &PgPool, auth: &Auth) -> Result<audit::Verification> {
         Some((size as u64, root))
     });
     Ok(audit::verify(&mut conn, checkpoint).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed(size: u64, root: &merkle::Hash, seed: u8) -> SignedCheckpoint {
+        let signer = Signer::new(&[seed; 32], "pulsar.test/audit".into()).expect("signer");
+        let (text, _) = signer.sign(size, root);
+        SignedCheckpoint {
+            origin: "pulsar.test/audit".into(),
+            tree_size: size,
+            root_hash: STANDARD.encode(root),
+            signed_at: None,
+            key_id: None,
+            public_key: STANDARD.encode(signer.public_key()),
+            signature: None,
+            checkpoint: text,
+        }
+    }
+
+    #[test]
+    fn a_signed_checkpoint_verifies_and_any_change_is_refused() {
+        let root = merkle::leaf_hash(b"x");
+        let good = signed(7, &root, 1);
+        assert_eq!(good.verify(), Ok(root));
+        // Also from a saved file, bare or as an export's first line.
+        let text = serde_json::to_string(&good).expect("json");
+        assert_eq!(SignedCheckpoint::parse(&text).expect("bare"), good);
+        let line = json!({ "checkpoint": good }).to_string();
+        assert_eq!(SignedCheckpoint::parse(&line).expect("line"), good);
+
+        let mut other_size = good.clone();
+        other_size.tree_size = 8;
+        let mut other_root = good.clone();
+        other_root.root_hash = STANDARD.encode(merkle::leaf_hash(b"y"));
+        let mut other_key = good.clone();
+        other_key.public_key = signed(7, &root, 2).public_key;
+        let mut resigned_text = good.clone();
+        resigned_text.checkpoint = good.checkpoint.replace("\n7\n", "\n8\n");
+        let mut cut = good.clone();
+        cut.checkpoint = good.checkpoint.split("\n\n").next().unwrap_or("").into();
+        for (what, bad) in [
+            ("size", other_size),
+            ("root", other_root),
+            ("key", other_key),
+            ("text", resigned_text),
+            ("no signature", cut),
+        ] {
+            assert!(bad.verify().is_err(), "{what}");
+        }
+    }
 }

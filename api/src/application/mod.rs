@@ -14,6 +14,8 @@
 //! - [`commands`]: running commands with conflict retries and read-your-writes, over
 //!   [`event_store`] (postgres-es's tables in fewer round trips).
 //! - [`rate_limit`], [`usage`]: per-principal limits and call counting.
+//! - [`audit`], [`audit_export`]: checkpoints and proofs; the operator's export and
+//!   verification.
 //! - [`as_of`]: resources as they stood at an instant, folded from their events.
 //! - [`webhooks`]: endpoints, secrets, tests, deliveries, retry, recover and replay.
 //! - [`claims`]: uniqueness the write side cannot check by itself (slugs).
@@ -23,6 +25,7 @@
 pub mod api_keys;
 pub mod as_of;
 pub mod audit;
+pub mod audit_export;
 pub mod authentication;
 pub mod claims;
 pub mod commands;

@@ -65,7 +65,7 @@ fn verify_independently(lines: &str) -> Value {
     serde_json::from_str(&stdout).expect("json")
 }
 
-async fn caught_up(app: &TestApp) {
+pub(crate) async fn caught_up(app: &TestApp) {
     let (tx, position): (String, i64) = sqlx::query_as(
         "SELECT transaction_id::text, global_position FROM events
           ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
@@ -198,9 +198,10 @@ async fn every_leaf_and_the_root_match_an_independent_verifier() {
     app.stop().await;
 }
 
-/// RFC 9162 sections 2.1.3.2 and 2.1.4.2 and the C2SP signed-note signature, in Python:
-/// reads `{checkpoints, inclusions, consistency, public_key}` and prints what it accepted.
-const PROOF_VERIFIER: &str = r#"
+/// RFC 9162 sections 2.1.3.2 and 2.1.4.2 and the C2SP signed-note signature, in Python
+/// (`verify_inclusion`, `verify_consistency`, `checkpoint_ok`), written from the RFC and
+/// the C2SP specs, not from the server's code.
+pub const RFC_9162_PY: &str = r#"
 import base64, hashlib, json, sys
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -260,7 +261,10 @@ def checkpoint_ok(cp):
         return True
     except Exception:
         return False
+"#;
 
+/// Reads `{checkpoints, inclusions, consistency}` and prints what it accepted.
+const PROOF_MAIN: &str = r#"
 d = json.load(sys.stdin)
 b = lambda s: base64.b64decode(s)
 roots = {cp["tree_size"]: b(cp["root_hash"]) for cp in d["checkpoints"]}
@@ -273,7 +277,11 @@ out = {"checkpoints": [checkpoint_ok(cp) for cp in d["checkpoints"]],
 print(json.dumps(out))
 "#;
 
-async fn wait_checkpoint(app: &TestApp, user: &pulsar_tests::User, at_least: u64) -> Value {
+pub(crate) async fn wait_checkpoint(
+    app: &TestApp,
+    user: &pulsar_tests::User,
+    at_least: u64,
+) -> Value {
     for _ in 0..100 {
         let got = app.get("/api/v1/audit/checkpoint", user).await;
         if got.status == 200 && got.body["tree_size"].as_u64().unwrap_or(0) >= at_least {
@@ -370,7 +378,8 @@ async fn checkpoints_and_proofs_verify_independently_and_corruption_is_refused()
         "inclusions": all_inclusions,
         "consistency": all_consistency,
     });
-    let (ok, stdout, stderr) = pulsar_tests::python(PROOF_VERIFIER, input.to_string().as_bytes());
+    let script = format!("{RFC_9162_PY}{PROOF_MAIN}");
+    let (ok, stdout, stderr) = pulsar_tests::python(&script, input.to_string().as_bytes());
     assert!(
         ok,
         "the verifier failed (the test setup installs cryptography): {stderr}"

@@ -16,7 +16,24 @@ pub fn pulsar_binary() -> PathBuf {
         .get_or_init(|| {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
+            // Without the variables cargo sets for this test: build scripts that read
+            // them (ring's reads CARGO_MANIFEST_DIR) would otherwise see a change and
+            // rebuild half the tree.
+            let mut command = Command::new(cargo);
+            for (name, _) in std::env::vars() {
+                if name.starts_with("CARGO_PKG_")
+                    || [
+                        "CARGO_MANIFEST_DIR",
+                        "CARGO_MANIFEST_PATH",
+                        "CARGO_CRATE_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                    ]
+                    .contains(&name.as_str())
+                {
+                    command.env_remove(name);
+                }
+            }
+            let status = command
                 .args(["build", "--quiet", "-p", "pulsar-api", "--bin", "pulsar"])
                 .current_dir(&root)
                 .status()
