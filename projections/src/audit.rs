@@ -7,12 +7,12 @@
 //! edge ([`Frontier`]), at most 64 stored hashes, so appending costs O(1) amortised
 //! hashes per event and nothing is ever rewritten.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use pulsar_domain::catalog;
 use pulsar_domain::merkle::{self, Frontier, Hash, Perfect};
 use serde_json::{json, Map, Value};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use crate::log::StoredEvent;
 use crate::subscription::{Projection, ProjectionError};
@@ -288,47 +288,43 @@ pub async fn events_page(
     after_index: i64,
     limit: i64,
 ) -> Result<(Vec<Value>, Option<i64>), ProjectionError> {
-    // One statement per scope, so the workspace's reads keep a plan on its index.
-    macro_rules! select {
-        ($scope:literal) => {
-            concat!(
-                "SELECT l.log_index, l.leaf, e.transaction_id::text AS tx_text, e.global_position,
-                        e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
-                        e.payload, e.metadata, e.recorded_at,
-                        coalesce(e.metadata ->> 'workspace_id', event_workspace(e)) AS workspace
-                   FROM audit_leaves l
-                   JOIN events e ON e.global_position = l.global_position
-                  WHERE ",
-                $scope,
-                " AND l.log_index > $2 AND l.log_index < $10
-                    AND ($3::text IS NULL OR e.aggregate_type = $3)
-                    AND ($4::text IS NULL OR e.aggregate_id = $4)
-                    AND ($5::text IS NULL OR e.metadata ->> 'actor_id' = $5)
-                    AND ($6::text IS NULL OR e.event_type = $6)
-                    AND ($7::timestamptz IS NULL OR e.recorded_at >= $7)
-                    AND ($8::timestamptz IS NULL OR e.recorded_at < $8)
-                  ORDER BY l.log_index
-                  LIMIT $9"
-            )
-        };
+    // Only the conditions the filter sets, so each combination gets a plan of its own
+    // (an `$n IS NULL OR …` in a cached generic plan hides which indexes apply).
+    let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "SELECT l.log_index, l.leaf, e.transaction_id::text AS tx_text, e.global_position,
+                e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
+                e.payload, e.metadata, e.recorded_at,
+                coalesce(e.metadata ->> 'workspace_id', event_workspace(e)) AS workspace
+           FROM audit_leaves l
+           -- By the log's unique (transaction_id, global_position) index.
+           JOIN events e ON e.transaction_id = l.transaction_id
+                        AND e.global_position = l.global_position
+          WHERE l.log_index > ",
+    );
+    query.push_bind(after_index);
+    if let Some(below) = filter.below_index {
+        query.push(" AND l.log_index < ").push_bind(below);
     }
-    let sql = match filter.workspace_id {
-        Some(_) => select!("l.workspace_id = $1"),
-        None => select!("$1::text IS NULL"),
-    };
-    let rows = sqlx::query(sql)
-        .bind(&filter.workspace_id)
-        .bind(after_index)
-        .bind(&filter.aggregate_type)
-        .bind(&filter.aggregate_id)
-        .bind(&filter.actor_id)
-        .bind(&filter.event_type)
-        .bind(filter.from)
-        .bind(filter.to)
-        .bind(limit)
-        .bind(filter.below_index.unwrap_or(i64::MAX))
-        .fetch_all(&mut *conn)
-        .await?;
+    let conditions = [
+        ("l.workspace_id", &filter.workspace_id),
+        ("e.aggregate_type", &filter.aggregate_type),
+        ("e.aggregate_id", &filter.aggregate_id),
+        ("e.metadata ->> 'actor_id'", &filter.actor_id),
+        ("e.event_type", &filter.event_type),
+    ];
+    for (column, value) in conditions {
+        if let Some(value) = value {
+            query.push(format!(" AND {column} = ")).push_bind(value.clone());
+        }
+    }
+    if let Some(from) = filter.from {
+        query.push(" AND e.recorded_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        query.push(" AND e.recorded_at < ").push_bind(to);
+    }
+    query.push(" ORDER BY l.log_index LIMIT ").push_bind(limit);
+    let rows = query.build().fetch_all(&mut *conn).await?;
     let mut last = None;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -399,57 +395,87 @@ pub struct Verification {
 /// then recomputes the root of the latest checkpoint's size from the events alone and
 /// compares it with the signed root. Reads in pages: memory stays flat.
 pub async fn verify(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     checkpoint: Option<(u64, Hash)>,
 ) -> Result<Verification, ProjectionError> {
-    Ok(verify_with(conn, checkpoint, &[], |_, _| {}).await?.0)
+    Ok(verify_with(pool, checkpoint, &[], |_, _| {}).await?.0)
+}
+
+/// A page of the log with the stored leaves of the same `log_index` range:
+/// `log_index → (global_position, leaf)`.
+type VerifyPage = (Vec<StoredEvent>, HashMap<i64, (i64, Vec<u8>)>);
+
+/// Reads the whole log in pages into `pages`, each with its stored leaves, until the end
+/// or until the receiver is gone.
+async fn read_for_verify(
+    pool: PgPool,
+    pages: tokio::sync::mpsc::Sender<Result<VerifyPage, ProjectionError>>,
+) {
+    const PAGE: i64 = 5000;
+    let read = async {
+        let mut conn = pool.acquire().await?;
+        let mut after = crate::position::Position::ZERO;
+        let mut start = 0i64;
+        loop {
+            let events = crate::log::read_between_of_types(
+                &mut conn,
+                after,
+                crate::position::Position {
+                    transaction_id: u64::MAX >> 1,
+                    global_position: i64::MAX,
+                },
+                &[],
+                PAGE,
+            )
+            .await?;
+            let Some(last) = events.last() else {
+                return Ok::<_, ProjectionError>(());
+            };
+            after = last.position;
+            let stored = sqlx::query_as(
+                "SELECT log_index, global_position, leaf FROM audit_leaves
+                  WHERE log_index >= $1 AND log_index < $2",
+            )
+            .bind(start)
+            .bind(start + events.len() as i64)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|(i, p, l): (i64, i64, Vec<u8>)| (i, (p, l)))
+            .collect();
+            start += events.len() as i64;
+            if pages.send(Ok((events, stored))).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    if let Err(error) = read.await {
+        let _ = pages.send(Err(error)).await;
+    }
 }
 
 /// As [`verify`], also returning the root recomputed from the events at each of
 /// `sizes` (those the log reaches), and reporting `(events checked, stored tree size)`
-/// after each page.
+/// after each page. The next page is read on a second connection while this one is
+/// hashed.
 pub async fn verify_with(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     checkpoint: Option<(u64, Hash)>,
     sizes: &[u64],
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(Verification, BTreeMap<u64, Hash>), ProjectionError> {
-    const PAGE: i64 = 5000;
-    let stored_size = size(conn).await? as u64;
+    let mut conn = pool.acquire().await?;
+    let stored_size = size(&mut conn).await? as u64;
     let mut roots = BTreeMap::new();
     let mut frontier = Frontier::default();
     let mut checkpoint_root = None;
     let mut first_broken = None;
     let mut checked = 0u64;
-    let mut after = crate::position::Position::ZERO;
-    loop {
-        let events = crate::log::read_between_of_types(
-            conn,
-            after,
-            crate::position::Position {
-                transaction_id: u64::MAX >> 1,
-                global_position: i64::MAX,
-            },
-            &[],
-            PAGE,
-        )
-        .await?;
-        let Some(last) = events.last() else {
-            break;
-        };
-        after = last.position;
+    let (sender, mut pages) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(read_for_verify(pool.clone(), sender));
+    while let Some(page) = pages.recv().await {
+        let (events, stored) = page?;
         let start = checked as i64;
-        let stored: std::collections::HashMap<i64, (i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT log_index, global_position, leaf FROM audit_leaves
-              WHERE log_index >= $1 AND log_index < $2",
-        )
-        .bind(start)
-        .bind(start + events.len() as i64)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|(i, p, l): (i64, i64, Vec<u8>)| (i, (p, l)))
-        .collect();
         for (offset, event) in events.iter().enumerate() {
             let index = start + offset as i64;
             let hash = leaf(event, index);
@@ -475,6 +501,7 @@ pub async fn verify_with(
         checked += events.len() as u64;
         progress(checked, stored_size);
     }
+    let _ = reader.await;
     if first_broken.is_none() && checked < stored_size {
         // Leaves whose events are gone: the first of them is where the log broke.
         first_broken =
@@ -486,7 +513,8 @@ pub async fn verify_with(
     // The signed root must come out of the events and out of the stored leaves alike.
     let root_matches_checkpoint = match checkpoint {
         Some((size, signed)) => {
-            checkpoint_root == Some(signed) && stored_leaves_root(conn, size).await? == Some(signed)
+            checkpoint_root == Some(signed)
+                && stored_leaves_root(&mut conn, size).await? == Some(signed)
         }
         None => true,
     };

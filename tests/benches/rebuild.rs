@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use pulsar_projections::log;
 use pulsar_projections::Position;
-use pulsar_tests::bench::{bench_database, cpu_model};
+use pulsar_tests::bench::{bench_database, cpu_model, fill_task_log, FILL_USER, FILL_WORKSPACE};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -40,68 +40,7 @@ async fn run() {
     // The log: tasks created, then changed, then some deleted.
     let started = Instant::now();
     let tasks = events * 6 / 10;
-    let chunk = 20_000;
-    let ws = "ws_0193a5f7c6a87f4c9d5e3b2a1c0d9e8f";
-    let created = format!(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT 'Task', 'task_' || lpad(to_hex(i), 32, '0'), 1, 'TaskCreated', '1.0',
-                jsonb_build_object('Created', jsonb_build_object('workspace_id', '{ws}',
-                    'fields', jsonb_build_object('project_id', 'proj_00000000000000000000000000000001',
-                        'title', 'Task number ' || i, 'description', 'Something to do about ' || (i % 97),
-                        'status', 'todo', 'priority', 'medium', 'assignee_id', null, 'due_date', null,
-                        'tags', jsonb_build_array('t' || (i % 10))),
-                    'created_by', jsonb_build_object('type', 'user', 'id', 'usr_00000000000000000000000000000001'))),
-                jsonb_build_object('actor_type', 'user', 'actor_id', 'usr_00000000000000000000000000000001',
-                    'request_id', 'req_bench', 'client_ip', '127.0.0.1', 'user_agent', 'bench', 'workspace_id', '{ws}')
-           FROM generate_series($1::bigint, $2::bigint) AS i"
-    );
-    let updated = format!(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT 'Task', 'task_' || lpad(to_hex(i), 32, '0'), 2, 'TaskUpdated', '1.0',
-                jsonb_build_object('Updated', jsonb_build_object('workspace_id', '{ws}',
-                    'fields', jsonb_build_object('project_id', 'proj_00000000000000000000000000000001',
-                        'title', 'Task number ' || i, 'description', 'Something to do about ' || (i % 97),
-                        'status', 'done', 'priority', 'high', 'assignee_id', null, 'due_date', null,
-                        'tags', jsonb_build_array('t' || (i % 10))),
-                    'changed', jsonb_build_array('status', 'priority'))),
-                jsonb_build_object('actor_type', 'user', 'actor_id', 'usr_00000000000000000000000000000001',
-                    'request_id', 'req_bench', 'client_ip', '127.0.0.1', 'user_agent', 'bench', 'workspace_id', '{ws}')
-           FROM generate_series($1::bigint, $2::bigint) AS i"
-    );
-    let deleted = format!(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT 'Task', 'task_' || lpad(to_hex(i), 32, '0'), 3, 'TaskDeleted', '1.0',
-                jsonb_build_object('Deleted', jsonb_build_object('workspace_id', '{ws}')),
-                jsonb_build_object('actor_type', 'user', 'actor_id', 'usr_00000000000000000000000000000001',
-                    'request_id', 'req_bench', 'client_ip', '127.0.0.1', 'user_agent', 'bench', 'workspace_id', '{ws}')
-           FROM generate_series($1::bigint, $2::bigint) AS i"
-    );
-    for (sql, count) in [
-        (&created, tasks),
-        (&updated, events * 3 / 10),
-        (&deleted, events / 10),
-    ] {
-        let mut from = 1;
-        while from <= count {
-            let to = (from + chunk - 1).min(count);
-            sqlx::query(sql)
-                .bind(from)
-                .bind(to)
-                .execute(&pool)
-                .await
-                .expect("append");
-            from = to + 1;
-        }
-    }
-    // As a log that has been around: hint bits set, statistics current.
-    sqlx::query("VACUUM ANALYZE events")
-        .execute(&pool)
-        .await
-        .expect("vacuum");
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    let total = fill_task_log(&pool, events, FILL_WORKSPACE, FILL_USER).await;
     println!(
         "log: {total} events written in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -405,17 +405,16 @@ pub async fn events_stream(
 /// Re-hashes every event and checks the root against the latest signed checkpoint.
 pub async fn verify(pool: &PgPool, auth: &Auth) -> Result<audit::Verification> {
     auth.require(READ)?;
-    let mut conn = pool.acquire().await?;
     let latest: Option<(i64, Vec<u8>)> = sqlx::query_as(
         "SELECT tree_size, root FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1",
     )
-    .fetch_optional(&mut *conn)
+    .fetch_optional(pool)
     .await?;
     let checkpoint = latest.and_then(|(size, root)| {
         let root: merkle::Hash = root.try_into().ok()?;
         Some((size as u64, root))
     });
-    Ok(audit::verify(&mut conn, checkpoint).await?)
+    Ok(audit::verify(pool, checkpoint).await?)
 }
 
 #[cfg(test)]

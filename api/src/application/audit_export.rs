@@ -226,7 +226,7 @@ pub async fn verify_log(
         (None, _) => None,
     };
     let sizes: Vec<u64> = saved.iter().map(|s| s.tree_size).collect();
-    let (log, roots) = tree::verify_with(&mut conn, signed, &sizes, |done, total| {
+    let (log, roots) = tree::verify_with(pool, signed, &sizes, |done, total| {
         report(&progress("verify", done, total, started));
     })
     .await?;

@@ -404,34 +404,10 @@ async fn an_export_of_100k_events_streams_in_flat_memory_and_gives_the_signed_ro
     let small = dir.join("small.ndjson");
     let small_rss = measured_export(&app, &dir, &small);
 
-    // 100,000 task events, written straight into the log in the task aggregate's shape.
-    let ws = &user.workspace_id;
-    let insert = format!(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT 'Task', 'task_' || lpad(to_hex(i), 32, '0'), 1, 'TaskCreated', '1.0',
-                jsonb_build_object('Created', jsonb_build_object('workspace_id', '{ws}',
-                    'fields', jsonb_build_object('project_id', 'proj_00000000000000000000000000000001',
-                        'title', 'Task number ' || i || ' — ünïcödé', 'description', 'Something to do about ' || (i % 97),
-                        'status', 'todo', 'priority', 'medium', 'assignee_id', null, 'due_date', null,
-                        'tags', jsonb_build_array('t' || (i % 10))),
-                    'created_by', jsonb_build_object('type', 'user', 'id', '{uid}'))),
-                jsonb_build_object('actor_type', 'user', 'actor_id', '{uid}',
-                    'request_id', 'req_' || i, 'client_ip', '192.0.2.1', 'user_agent', 'bulk', 'workspace_id', '{ws}')
-           FROM generate_series($1::bigint, $2::bigint) AS i",
-        uid = user.user_id
-    );
-    for from in (1..=EVENTS).step_by(20_000) {
-        sqlx::query(&insert)
-            .bind(from)
-            .bind(from + 19_999)
-            .execute(app.pool())
-            .await
-            .expect("append");
-    }
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(app.pool())
-        .await
-        .expect("count");
+    // 100,000 task events, written straight into the log in the task aggregate's shapes.
+    let total =
+        pulsar_tests::bench::fill_task_log(app.pool(), EVENTS, &user.workspace_id, &user.user_id)
+            .await;
     assert!(total > EVENTS);
     let started = std::time::Instant::now();
     for _ in 0..1200 {
