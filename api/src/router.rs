@@ -32,6 +32,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rest::event_types::router())
         .merge(rest::webhooks::router())
         .merge(rest::audit::router())
+        .merge(rest::entitlements::router())
         .split_for_parts();
     crate::http::openapi::scoping_parameters(&mut openapi);
     (router, openapi)

@@ -17,13 +17,15 @@
 //! - [`api_key`], [`keys`]: the API key aggregate and the key format.
 //! - [`catalog`]: the public event catalog: every internal event's public type and the
 //!   payload folded from its stream (what webhooks, audit exports and MCP show).
+//! - [`entitlements`]: the tier catalog ([`entitlements::Feature`], limits per tier).
 //! - [`webhook`]: the webhook endpoint aggregate (where a workspace's events are sent).
 //! - [`record`]: the generic aggregate behind all workspace data; [`workspace_data`]:
-//!   its kinds (projects, tasks, contacts, companies, deals, documents) and tier limits.
+//!   its kinds (projects, tasks, contacts, companies, deals, documents).
 
 pub mod api_key;
 pub mod catalog;
 pub mod credentials;
+pub mod entitlements;
 pub mod error;
 pub mod ids;
 pub mod keys;

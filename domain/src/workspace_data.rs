@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::ValidationErrors;
 use crate::record::{Record, RecordKind};
 use crate::validate;
-use crate::workspace::Tier;
 
 /// Longest name or title.
 pub const NAME_MAX: usize = 200;
@@ -617,30 +616,6 @@ impl RecordKind for DocumentKind {
     }
 }
 
-/// How many live items of a feature (`projects`, `tasks`, `contacts`, `companies`,
-/// `deals`, `documents`) a tier may hold; `None` is unlimited.
-pub fn tier_limit(tier: Tier, feature: &str) -> Option<i64> {
-    // One row per tier: projects, tasks, contacts, companies, deals, documents.
-    let row: [i64; 6] = match tier {
-        Tier::Free => [5, 200, 200, 100, 50, 50],
-        Tier::Starter => [50, 5_000, 2_000, 1_000, 500, 500],
-        Tier::Pro => [500, 50_000, 20_000, 10_000, 5_000, 5_000],
-        Tier::Agency => [5_000, 500_000, 200_000, 100_000, 50_000, 50_000],
-        Tier::Enterprise => return None,
-    };
-    let index = [
-        "projects",
-        "tasks",
-        "contacts",
-        "companies",
-        "deals",
-        "documents",
-    ]
-    .iter()
-    .position(|f| *f == feature)?;
-    Some(row[index])
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -846,7 +821,5 @@ mod tests {
             serde_json::from_value::<ProjectFields>(json!({"name": "x", "status": "open"}))
                 .is_err()
         );
-        assert_eq!(tier_limit(Tier::Free, "projects"), Some(5));
-        assert_eq!(tier_limit(Tier::Enterprise, "tasks"), None);
     }
 }

@@ -314,7 +314,9 @@ pub async fn events_page(
     ];
     for (column, value) in conditions {
         if let Some(value) = value {
-            query.push(format!(" AND {column} = ")).push_bind(value.clone());
+            query
+                .push(format!(" AND {column} = "))
+                .push_bind(value.clone());
         }
     }
     if let Some(from) = filter.from {

@@ -18,6 +18,7 @@
 //!   verification.
 //! - [`as_of`]: resources as they stood at an instant, folded from their events.
 //! - [`webhooks`]: endpoints, secrets, tests, deliveries, retry, recover and replay.
+//! - [`limits`]: tier limits that hold under concurrent creations, across nodes.
 //! - [`claims`]: uniqueness the write side cannot check by itself (slugs).
 //! - [`state`]: [`AppState`], the handles every use case shares (pool, commands,
 //!   subscriptions, key table, limiter, clock, config).
@@ -30,9 +31,11 @@ pub mod authentication;
 pub mod claims;
 pub mod commands;
 pub mod context;
+pub mod entitlements;
 pub mod error;
 pub mod event_store;
 pub mod identity;
+pub mod limits;
 pub mod rate_limit;
 pub mod records;
 pub mod state;

@@ -12,12 +12,13 @@
 //! its fields hold. Adapters name the collection by type (`records::list::<Projects>`).
 
 use chrono::{DateTime, Utc};
+use pulsar_domain::entitlements::Feature;
 use pulsar_domain::ids;
 use pulsar_domain::record::{LiveReferences, Record, RecordCommand, RecordKind};
 use pulsar_domain::scopes::{self, Action, Permission};
 use pulsar_domain::workspace::Tier;
 use pulsar_domain::workspace_data::{
-    tier_limit, CompanyKind, ContactKind, DealKind, DocumentKind, ProjectKind, TaskKind,
+    CompanyKind, ContactKind, DealKind, DocumentKind, ProjectKind, TaskKind,
 };
 use pulsar_projections::list::{self, ListRequest, ListSpec, Page};
 use pulsar_projections::workspace_data::{self as data, Reference};
@@ -33,6 +34,8 @@ pub trait Resource: Send + Sync + 'static {
     const LABEL: &'static str;
     /// The read model (table and subscriber) and the tier-limit feature, e.g. `projects`.
     const NAME: &'static str;
+    /// The tier-limited feature it counts toward.
+    const FEATURE: Feature;
     /// The scope resource guarding it.
     const SCOPE: scopes::Resource;
     /// The list, filters, includes and item shape (its read model's).
@@ -76,7 +79,7 @@ pub const CONTACT: Target = Target {
 };
 
 macro_rules! resource {
-    ($(#[$meta:meta])* $name:ident, $kind:ty, $label:literal, $module:ident, $scope:ident,
+    ($(#[$meta:meta])* $name:ident, $kind:ty, $label:literal, $module:ident, $feature:ident, $scope:ident,
      $alias:literal, [$($field:literal => $target:expr),*]) => {
         $(#[$meta])*
         #[derive(Debug)]
@@ -86,6 +89,7 @@ macro_rules! resource {
             type Kind = $kind;
             const LABEL: &'static str = $label;
             const NAME: &'static str = data::$module::NAME;
+            const FEATURE: Feature = Feature::$feature;
             const SCOPE: scopes::Resource = scopes::Resource::$scope;
             const SPEC: &'static ListSpec = &data::$module::LIST;
             const ALIAS_ID: &'static str = concat!($alias, ".id");
@@ -96,17 +100,17 @@ macro_rules! resource {
 }
 
 resource!(/// `/projects` (`projects:*`).
-    Projects, ProjectKind, "Project", projects, Projects, "p", ["owner_id" => MEMBER]);
+    Projects, ProjectKind, "Project", projects, Projects, Projects, "p", ["owner_id" => MEMBER]);
 resource!(/// `/tasks` (`tasks:*`).
-    Tasks, TaskKind, "Task", tasks, Tasks, "t", ["project_id" => PROJECT, "assignee_id" => MEMBER]);
+    Tasks, TaskKind, "Task", tasks, Tasks, Tasks, "t", ["project_id" => PROJECT, "assignee_id" => MEMBER]);
 resource!(/// `/contacts` (`crm:*`).
-    Contacts, ContactKind, "Contact", contacts, Crm, "c", ["company_id" => COMPANY]);
+    Contacts, ContactKind, "Contact", contacts, Contacts, Crm, "c", ["company_id" => COMPANY]);
 resource!(/// `/companies` (`crm:*`).
-    Companies, CompanyKind, "Company", companies, Crm, "co", []);
+    Companies, CompanyKind, "Company", companies, Companies, Crm, "co", []);
 resource!(/// `/deals` (`crm:*`).
-    Deals, DealKind, "Deal", deals, Crm, "d", ["company_id" => COMPANY, "contact_id" => CONTACT]);
+    Deals, DealKind, "Deal", deals, Deals, Crm, "d", ["company_id" => COMPANY, "contact_id" => CONTACT]);
 resource!(/// `/documents` (`documents:*`).
-    Documents, DocumentKind, "Document", documents, Documents, "doc", []);
+    Documents, DocumentKind, "Document", documents, Documents, Documents, "doc", []);
 
 fn permission<R: Resource>(action: Action) -> Permission {
     Permission(R::SCOPE, action)
@@ -177,15 +181,13 @@ async fn precheck<R: Resource>(
     })
 }
 
-/// 403 `feature_limit_reached` when the workspace holds as many as its tier allows.
-///
-/// The count is the projection's, so creations racing each other can overshoot the
-/// limit by the number in flight; sequential clients never can.
+/// 403 `feature_limit_reached` when the workspace holds as many as its tier allows (the
+/// projection's count, taken in the creation's turn: see [`create`]).
 fn check_limit<R: Resource>(state: &AppState, precheck: &Precheck) -> Result<()> {
-    match tier_limit(precheck.tier, R::NAME) {
-        Some(limit) if precheck.count >= limit => Err(Error::FeatureLimitReached {
-            feature: R::NAME,
-            limit,
+    match precheck.tier.limit(R::FEATURE) {
+        Some(limit) if precheck.count >= limit as i64 => Err(Error::FeatureLimitReached {
+            feature: R::FEATURE.as_str(),
+            limit: limit as i64,
             tier: precheck.tier.as_str(),
             upgrade_url: state.config.upgrade_url.clone(),
         }),
@@ -257,6 +259,11 @@ pub async fn get<R: Resource>(
 }
 
 /// Creates an item; returns it as lists show it.
+///
+/// When the workspace's tier limits this feature, the count and the creation take their
+/// turn per (workspace, feature) across every node ([`super::limits`]), so concurrent
+/// creations cannot overshoot the limit. The turn runs in a task of its own: a client
+/// that goes away cannot cut it short.
 pub async fn create<R: Resource>(
     state: &AppState,
     auth: &Auth,
@@ -267,7 +274,35 @@ pub async fn create<R: Resource>(
         .into_iter()
         .map(|(field, id)| (field.to_string(), id))
         .collect();
-    let precheck = precheck::<R>(state, &auth.workspace_id, candidates).await?;
+    let first = precheck::<R>(state, &auth.workspace_id, candidates.clone()).await?;
+    if first.tier.limit(R::FEATURE).is_none() {
+        return create_counted::<R>(state, auth, fields, first).await;
+    }
+    let (state, auth) = (state.clone(), auth.clone());
+    tokio::spawn(async move {
+        let hold = state
+            .limits
+            .hold(&state.pool, &auth.workspace_id, R::FEATURE)
+            .await?;
+        let created = async {
+            let counted = precheck::<R>(&state, &auth.workspace_id, candidates).await?;
+            create_counted::<R>(&state, &auth, fields, counted).await
+        }
+        .await;
+        hold.release().await;
+        created
+    })
+    .await
+    .map_err(|error| Error::Internal(format!("a creation's task failed: {error}")))?
+}
+
+/// Creates an item once `precheck` (its count and references) allows it.
+async fn create_counted<R: Resource>(
+    state: &AppState,
+    auth: &Auth,
+    fields: <R::Kind as RecordKind>::Fields,
+    precheck: Precheck,
+) -> Result<Value> {
     check_limit::<R>(state, &precheck)?;
     let id = ids::new_id(R::Kind::ID_PREFIX);
     let command = RecordCommand::Create {

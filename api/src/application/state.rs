@@ -10,6 +10,7 @@ use pulsar_projections::Subscriptions;
 use sqlx::PgPool;
 
 use crate::application::commands::Commands;
+use crate::application::limits::LimitLocks;
 use crate::application::rate_limit::RateLimiter;
 use crate::application::usage::KeyUsage;
 use crate::clock::Clock;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub clock: Arc<Clock>,
     /// List totals, reused while their read model has not moved.
     pub counts: Arc<CountCache>,
+    /// Turns for creations that count toward a tier limit.
+    pub limits: Arc<LimitLocks>,
     /// Webhook sending, secret sealing and the SSRF guard (its claim loop runs only in
     /// processes with the dispatcher role).
     pub dispatcher: Dispatcher,
@@ -77,6 +80,7 @@ impl AppState {
             usage: Arc::default(),
             clock: Arc::default(),
             counts: Arc::default(),
+            limits: Arc::default(),
         })
     }
 }

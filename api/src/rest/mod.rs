@@ -19,6 +19,7 @@ pub mod companies;
 pub mod contacts;
 pub mod deals;
 pub mod documents;
+pub mod entitlements;
 pub mod event_types;
 pub mod ops;
 pub mod projects;

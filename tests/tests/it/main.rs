@@ -9,6 +9,7 @@ mod audit_export;
 mod binary;
 mod catalog;
 mod edge;
+mod entitlements;
 mod events;
 mod hostile;
 mod http;
