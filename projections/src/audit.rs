@@ -302,6 +302,66 @@ pub async fn events_page(
           WHERE l.log_index > ",
     );
     query.push_bind(after_index);
+    push_conditions(&mut query, filter);
+    query.push(" ORDER BY l.log_index LIMIT ").push_bind(limit);
+    let rows = query.build().fetch_all(&mut *conn).await?;
+    let mut last = None;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        use sqlx::Row;
+        let log_index: i64 = row.try_get("log_index")?;
+        let leaf: Vec<u8> = row.try_get("leaf")?;
+        let event = StoredEvent::from_row(row)?;
+        let mut item = entry(&event, log_index);
+        item["hash"] = Value::String(hex_string(&leaf));
+        out.push(item);
+        last = Some(log_index);
+    }
+    Ok((out, last))
+}
+
+/// The name of the cursor [`declare_export`] opens.
+pub const EXPORT_CURSOR: &str = "audit_export";
+
+/// Opens, in the caller's transaction, a cursor over the entries `filter` selects in
+/// `log_index` order, each as `(log_index, JSON text)` built by PostgreSQL with its
+/// `hash` (keys in PostgreSQL's order; the canonical bytes are for the verifier to make).
+/// `FETCH n FROM audit_export` reads it: one query plan and one snapshot for the whole
+/// export, no payload decoded on the way.
+pub async fn declare_export(
+    conn: &mut PgConnection,
+    filter: &EventFilter,
+) -> Result<(), ProjectionError> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+        "DECLARE {EXPORT_CURSOR} NO SCROLL CURSOR FOR
+         SELECT l.log_index, jsonb_build_object(
+                  'position', e.global_position, 'log_index', l.log_index,
+                  'event_id', 'evt_' || left(encode(sha256(convert_to(
+                      e.aggregate_type || '/' || e.aggregate_id || '/' || e.sequence, 'UTF8')), 'hex'), 32),
+                  'aggregate_type', e.aggregate_type, 'aggregate_id', e.aggregate_id,
+                  'sequence', e.sequence, 'event_type', e.event_type,
+                  'event_version', e.event_version, 'payload', e.payload,
+                  'metadata', jsonb_build_object(
+                      'actor_type', e.metadata -> 'actor_type', 'actor_id', e.metadata -> 'actor_id',
+                      'request_id', e.metadata -> 'request_id', 'client_ip', e.metadata -> 'client_ip',
+                      'user_agent', e.metadata -> 'user_agent',
+                      'workspace_id', e.metadata -> 'workspace_id'),
+                  'recorded_at', to_char(e.recorded_at AT TIME ZONE 'UTC',
+                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                  'hash', encode(l.leaf, 'hex'))::text
+           FROM audit_leaves l
+           JOIN events e ON e.transaction_id = l.transaction_id
+                        AND e.global_position = l.global_position
+          WHERE true"
+    ));
+    push_conditions(&mut query, filter);
+    query.push(" ORDER BY l.log_index");
+    query.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The filter's conditions, only those it sets.
+fn push_conditions(query: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, filter: &EventFilter) {
     if let Some(below) = filter.below_index {
         query.push(" AND l.log_index < ").push_bind(below);
     }
@@ -325,21 +385,6 @@ pub async fn events_page(
     if let Some(to) = filter.to {
         query.push(" AND e.recorded_at < ").push_bind(to);
     }
-    query.push(" ORDER BY l.log_index LIMIT ").push_bind(limit);
-    let rows = query.build().fetch_all(&mut *conn).await?;
-    let mut last = None;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        use sqlx::Row;
-        let log_index: i64 = row.try_get("log_index")?;
-        let leaf: Vec<u8> = row.try_get("leaf")?;
-        let event = StoredEvent::from_row(row)?;
-        let mut item = entry(&event, log_index);
-        item["hash"] = Value::String(hex_string(&leaf));
-        out.push(item);
-        last = Some(log_index);
-    }
-    Ok((out, last))
 }
 
 fn hex_string(bytes: &[u8]) -> String {

@@ -53,6 +53,12 @@ fn write_line(out: &mut impl Write, value: &Value) -> Result<()> {
         .map_err(|e| Error::Internal(format!("writing the export: {e}")))
 }
 
+fn write_raw(out: &mut impl Write, line: &str) -> Result<()> {
+    out.write_all(line.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| Error::Internal(format!("writing the export: {e}")))
+}
+
 fn progress(name: &'static str, done: u64, total: u64, started: std::time::Instant) -> Progress {
     Progress {
         name,
@@ -104,23 +110,24 @@ pub async fn export(
     }
     filter.below_index = Some(size as i64);
     let complete = filter.is_everything();
-    let mut after = -1;
+    // One cursor, one snapshot: the lines come as PostgreSQL writes them.
+    let mut cursor = pool.begin().await?;
+    tree::declare_export(&mut cursor, &filter).await?;
+    let fetch = format!("FETCH {PAGE} FROM {}", tree::EXPORT_CURSOR);
     let mut events = 0u64;
     loop {
-        let (page, last) = tree::events_page(&mut conn, &filter, after, PAGE).await?;
-        let Some(last) = last else { break };
-        after = last;
+        let page: Vec<(i64, String)> = sqlx::query_as(&fetch).fetch_all(&mut *cursor).await?;
+        let Some(last) = page.last().map(|(index, _)| *index) else {
+            break;
+        };
         let proofs = if complete {
             Vec::new()
         } else {
-            let indices: Vec<u64> = page
-                .iter()
-                .filter_map(|e| e["log_index"].as_u64())
-                .collect();
+            let indices: Vec<u64> = page.iter().map(|(i, _)| *i as u64).collect();
             inclusion_proofs(&mut conn, &indices, size).await?
         };
-        for (offset, entry) in page.iter().enumerate() {
-            write_line(out, entry)?;
+        for (offset, (_, line)) in page.iter().enumerate() {
+            write_raw(out, line)?;
             if let Some(proof) = proofs.get(offset) {
                 write_line(out, proof)?;
             }
@@ -128,6 +135,7 @@ pub async fn export(
         events += page.len() as u64;
         report(&progress("export", last as u64 + 1, size, started));
     }
+    cursor.commit().await?;
     let summary = ExportSummary {
         events,
         tree_size: size,
