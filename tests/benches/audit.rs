@@ -24,9 +24,9 @@ use pulsar_projections::audit::{AuditLog, EventFilter};
 use pulsar_projections::{log, Position, Projection};
 use pulsar_tests::bench::{
     baseline_axum, bench_config, bench_database, client, cpu_model, drive, drive_with, enabled,
-    fill_task_log, print_run, seconds, serve, start_pulsar, FILL_USER, FILL_WORKSPACE,
+    fill_task_log, owner, print_run, seconds, serve, start_pulsar, FILL_USER, FILL_WORKSPACE,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -50,35 +50,6 @@ async fn run(url: &str) {
     if enabled("log") {
         big_log(url).await;
     }
-}
-
-/// Signs up and makes an enterprise workspace: (token, workspace id).
-async fn owner(client: &reqwest::Client, base: &str, email: &str) -> (String, String) {
-    let signup: Value = client
-        .post(format!("{base}/api/v1/auth/signup"))
-        .json(&json!({"email": email, "password": "bench password 1", "workspace_name": "Bench"}))
-        .send()
-        .await
-        .expect("signup")
-        .json()
-        .await
-        .expect("json");
-    let token = signup["token"].as_str().expect("token").to_string();
-    let workspace: Value = client
-        .post(format!("{base}/api/v1/workspaces"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Audit", "tier": "enterprise"}))
-        .send()
-        .await
-        .expect("workspace")
-        .json()
-        .await
-        .expect("json");
-    let workspace_id = workspace["data"]["id"]
-        .as_str()
-        .expect("workspace id")
-        .to_string();
-    (token, workspace_id)
 }
 
 const AUDIT_LOCK: &str = "hashtextextended('pulsar.subscription.' || 'audit_log', 0)";

@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use pulsar_api::app;
 use pulsar_tests::bench::{
-    bench_config, bench_database, client, cpu_model, drive_with, print_run, seconds, serve,
+    bench_config, bench_database, client, cpu_model, drive_with, owner, print_run, seconds, serve,
     start_pulsar_with, Run, CLIENTS,
 };
 use serde_json::{json, Value};
@@ -108,17 +108,7 @@ fn main() {
         let (pool, pulsar) = start_pulsar_with(&url, config).await;
         let base = serve(app(pulsar.state.clone())).await;
         let client = client();
-        let signup: Value = client
-            .post(format!("{base}/api/v1/auth/signup"))
-            .json(&json!({"email": "bench@example.com", "password": "bench password 1", "workspace_name": "Bench"}))
-            .send().await.expect("signup").json().await.expect("json");
-        let token = signup["token"].as_str().expect("token").to_string();
-        let workspace: Value = client
-            .post(format!("{base}/api/v1/workspaces"))
-            .bearer_auth(&token)
-            .json(&json!({"name": "Hooks", "tier": "enterprise"}))
-            .send().await.expect("workspace").json().await.expect("json");
-        let workspace_id = workspace["data"]["id"].as_str().expect("workspace id").to_string();
+        let (token, workspace_id) = owner(&client, &base, "bench@example.com").await;
         for n in 0..endpoints {
             let created = client
                 .post(format!("{base}/api/v1/webhooks"))

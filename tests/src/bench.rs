@@ -303,3 +303,32 @@ pub async fn fill_task_log(pool: &sqlx::PgPool, events: i64, ws: &str, user: &st
         .expect("count");
     total
 }
+
+/// Signs up and makes an enterprise workspace: (token, workspace id).
+pub async fn owner(client: &reqwest::Client, base: &str, email: &str) -> (String, String) {
+    let signup: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"email": email, "password": "bench password 1", "workspace_name": "Bench"}))
+        .send()
+        .await
+        .expect("signup")
+        .json()
+        .await
+        .expect("json");
+    let token = signup["token"].as_str().expect("token").to_string();
+    let workspace: serde_json::Value = client
+        .post(format!("{base}/api/v1/workspaces"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "Bench", "tier": "enterprise"}))
+        .send()
+        .await
+        .expect("workspace")
+        .json()
+        .await
+        .expect("json");
+    let workspace_id = workspace["data"]["id"]
+        .as_str()
+        .expect("workspace id")
+        .to_string();
+    (token, workspace_id)
+}

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tower::ServiceExt;
 
+pub mod audit;
 pub mod bench;
 pub mod database;
 pub mod receiver;
@@ -204,6 +205,16 @@ impl TestApp {
     pub async fn patch(&self, path: &str, user: &User, body: Value) -> Response {
         self.call("PATCH", path, Some(&user.token), Some(body), &[])
             .await
+    }
+
+    /// POSTs `body` to `path`, expects 201, and returns the new item's id.
+    pub async fn created_id(&self, path: &str, user: &User, body: Value) -> String {
+        let response = self.post(path, user, body).await;
+        response.expect(201);
+        response.body["data"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
     }
 
     pub async fn delete(&self, path: &str, user: &User) -> Response {
@@ -542,4 +553,40 @@ pub fn python(script: &str, input: &[u8]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The `pulsar` binary, built if needed (cargo test builds other packages' binaries only
+/// when asked).
+pub fn pulsar_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            // Without the variables cargo sets for this test: build scripts that read
+            // them (ring's reads CARGO_MANIFEST_DIR) would otherwise see a change and
+            // rebuild half the tree.
+            let mut command = std::process::Command::new(cargo);
+            for (name, _) in std::env::vars() {
+                if name.starts_with("CARGO_PKG_")
+                    || [
+                        "CARGO_MANIFEST_DIR",
+                        "CARGO_MANIFEST_PATH",
+                        "CARGO_CRATE_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                    ]
+                    .contains(&name.as_str())
+                {
+                    command.env_remove(name);
+                }
+            }
+            let status = command
+                .args(["build", "--quiet", "-p", "pulsar-api", "--bin", "pulsar"])
+                .current_dir(&root)
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building the pulsar binary failed");
+            root.join("target").join("debug").join("pulsar")
+        })
+        .clone()
 }

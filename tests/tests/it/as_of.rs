@@ -17,33 +17,40 @@ fn text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// The `recorded_at` of each of an aggregate's audit entries, in order.
-async fn instants(app: &TestApp, user: &pulsar_tests::User, id: &str) -> Vec<DateTime<Utc>> {
-    let response = app
-        .get(&format!("/api/v1/audit/events?aggregate_id={id}"), user)
-        .await;
-    response.expect(200);
-    response.body["data"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(at)
-        .collect()
+/// The `recorded_at` of each of an aggregate's `expected` audit entries, in order (the
+/// audit log is a subscriber: this waits for it to have them all).
+async fn instants(
+    app: &TestApp,
+    user: &pulsar_tests::User,
+    id: &str,
+    expected: usize,
+) -> Vec<DateTime<Utc>> {
+    for _ in 0..100 {
+        let response = app
+            .get(&format!("/api/v1/audit/events?aggregate_id={id}"), user)
+            .await;
+        response.expect(200);
+        let entries = response.body["data"].as_array().expect("entries");
+        if entries.len() >= expected {
+            assert_eq!(entries.len(), expected, "{}", response.body);
+            return entries.iter().map(at).collect();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the audit log never had {expected} entries of {id}");
 }
 
 #[tokio::test]
 async fn a_keys_scopes_as_of_three_instants_and_nothing_before_it_existed() {
     let app = TestApp::start().await;
     let owner = app.signup("asof@audit.example", "As of").await;
-    let created = app
-        .post(
+    let key = app
+        .created_id(
             "/api/v1/api-keys",
             &owner,
             json!({"name": "ci", "scopes": ["projects:read"]}),
         )
         .await;
-    created.expect(201);
-    let key = created.body["data"]["id"].as_str().expect("id").to_string();
     let path = format!("/api/v1/api-keys/{key}");
     app.patch(
         &path,
@@ -57,8 +64,7 @@ async fn a_keys_scopes_as_of_three_instants_and_nothing_before_it_existed() {
         .expect(200);
     app.delete(&path, &owner).await.expect(204);
 
-    let times = instants(&app, &owner, &key).await;
-    assert_eq!(times.len(), 4);
+    let times = instants(&app, &owner, &key, 4).await;
     let as_of = |t: DateTime<Utc>| {
         let path = format!("{path}?as_of={}", text(t));
         let app = &app;
@@ -111,14 +117,13 @@ async fn a_keys_scopes_as_of_three_instants_and_nothing_before_it_existed() {
 async fn a_rotating_key_is_expired_as_of_a_moment_after_its_grace_period() {
     let app = TestApp::start().await;
     let owner = app.signup("grace@audit.example", "Grace").await;
-    let created = app
-        .post(
+    let key = app
+        .created_id(
             "/api/v1/api-keys",
             &owner,
             json!({"name": "ci", "scopes": ["projects:read"]}),
         )
         .await;
-    let key = created.body["data"]["id"].as_str().expect("id").to_string();
     let rotated = app
         .post(
             &format!("/api/v1/api-keys/{key}/rotate"),
@@ -127,7 +132,7 @@ async fn a_rotating_key_is_expired_as_of_a_moment_after_its_grace_period() {
         )
         .await;
     rotated.expect(200);
-    let times = instants(&app, &owner, &key).await;
+    let times = instants(&app, &owner, &key, 2).await;
     let path = format!("/api/v1/api-keys/{key}");
     let during = app
         .get(&format!("{path}?as_of={}", text(times[1])), &owner)
@@ -147,18 +152,15 @@ async fn records_workspaces_and_webhooks_as_of_an_instant() {
     let owner = app.signup("records@audit.example", "Records").await;
 
     // A project: created, renamed, deleted.
-    let created = app
-        .post("/api/v1/projects", &owner, json!({"name": "Apollo"}))
+    let project = app
+        .created_id("/api/v1/projects", &owner, json!({"name": "Apollo"}))
         .await;
-    created.expect(201);
-    let project = created.body["data"]["id"].as_str().expect("id").to_string();
     let path = format!("/api/v1/projects/{project}");
     app.patch(&path, &owner, json!({"name": "Artemis"}))
         .await
         .expect(200);
     app.delete(&path, &owner).await.expect(204);
-    let times = instants(&app, &owner, &project).await;
-    assert_eq!(times.len(), 3);
+    let times = instants(&app, &owner, &project, 3).await;
     let first = app
         .get(&format!("{path}?as_of={}", text(times[0])), &owner)
         .await;
@@ -207,7 +209,7 @@ async fn records_workspaces_and_webhooks_as_of_an_instant() {
     app.patch(&workspace, &owner, json!({"name": "Renamed"}))
         .await
         .expect(200);
-    let times = instants(&app, &owner, &owner.workspace_id).await;
+    let times = instants(&app, &owner, &owner.workspace_id, 3).await;
     let then = app
         .get(&format!("{workspace}?as_of={}", text(times[0])), &owner)
         .await;
@@ -218,21 +220,18 @@ async fn records_workspaces_and_webhooks_as_of_an_instant() {
 
     // A webhook endpoint, changed then deleted.
     let hook = app
-        .post(
+        .created_id(
             "/api/v1/webhooks",
             &owner,
             json!({"url": "https://hooks.example.com/a", "events": ["projects.*"]}),
         )
         .await;
-    hook.expect(201);
-    let hook = hook.body["data"]["id"].as_str().expect("id").to_string();
     let hook_path = format!("/api/v1/webhooks/{hook}");
     app.patch(&hook_path, &owner, json!({"events": ["tasks.*"]}))
         .await
         .expect(200);
     app.delete(&hook_path, &owner).await.expect(204);
-    let times = instants(&app, &owner, &hook).await;
-    assert_eq!(times.len(), 3);
+    let times = instants(&app, &owner, &hook, 3).await;
     let then = app
         .get(&format!("{hook_path}?as_of={}", text(times[0])), &owner)
         .await;
@@ -254,17 +253,15 @@ async fn single_gets_refuse_a_bad_instant_and_parameters_they_do_not_know() {
     let app = TestApp::start().await;
     let owner = app.signup("params@audit.example", "Params").await;
     let key = app
-        .post(
+        .created_id(
             "/api/v1/api-keys",
             &owner,
             json!({"name": "ci", "scopes": ["projects:read"]}),
         )
         .await;
-    let key = key.body["data"]["id"].as_str().expect("id").to_string();
     let project = app
-        .post("/api/v1/projects", &owner, json!({"name": "P"}))
+        .created_id("/api/v1/projects", &owner, json!({"name": "P"}))
         .await;
-    let project = project.body["data"]["id"].as_str().expect("id").to_string();
     let items = [
         format!("/api/v1/api-keys/{key}"),
         format!("/api/v1/projects/{project}"),

@@ -8,41 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-/// The `pulsar` binary, built if needed (cargo test builds other packages' binaries only
-/// when asked).
-pub fn pulsar_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            // Without the variables cargo sets for this test: build scripts that read
-            // them (ring's reads CARGO_MANIFEST_DIR) would otherwise see a change and
-            // rebuild half the tree.
-            let mut command = Command::new(cargo);
-            for (name, _) in std::env::vars() {
-                if name.starts_with("CARGO_PKG_")
-                    || [
-                        "CARGO_MANIFEST_DIR",
-                        "CARGO_MANIFEST_PATH",
-                        "CARGO_CRATE_NAME",
-                        "CARGO_PRIMARY_PACKAGE",
-                    ]
-                    .contains(&name.as_str())
-                {
-                    command.env_remove(name);
-                }
-            }
-            let status = command
-                .args(["build", "--quiet", "-p", "pulsar-api", "--bin", "pulsar"])
-                .current_dir(&root)
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building the pulsar binary failed");
-            root.join("target").join("debug").join("pulsar")
-        })
-        .clone()
-}
+pub use pulsar_tests::pulsar_binary;
 
 /// A running `pulsar serve` and its address.
 pub struct Server {

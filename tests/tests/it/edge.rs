@@ -18,12 +18,7 @@ async fn events(app: &TestApp) -> i64 {
 }
 
 async fn created_id(app: &TestApp, user: &User, path: &str, body: Value) -> String {
-    let response = app.post(path, user, body).await;
-    response.expect(201);
-    response.body["data"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string()
+    app.created_id(path, user, body).await
 }
 
 /// Sends a raw JSON text.

@@ -5,7 +5,6 @@ mod api_keys;
 mod application;
 mod as_of;
 mod audit;
-mod audit_export;
 mod binary;
 mod catalog;
 mod edge;

@@ -1,6 +1,10 @@
 //! `pulsar audit export` and `pulsar audit verify`, run as the real binary against a
 //! test database, with an independent Python verifier (written from RFC 9162 and API.md,
 //! not from the server's code) checking what the export holds.
+//!
+//! A test binary of its own: the 100,000-event export keeps both cores busy for tens of
+//! seconds, and cargo runs test binaries one after another, so it never starves the
+//! timing-sensitive tests of `it`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,8 +13,8 @@ use std::time::Duration;
 use pulsar_tests::{every_kind_of_command, TestApp};
 use serde_json::{json, Value};
 
-use crate::audit::{caught_up, wait_checkpoint, RFC_9162_PY};
-use crate::binary::pulsar_binary;
+use pulsar_tests::audit::{caught_up, wait_checkpoint, RFC_9162_PY};
+use pulsar_tests::pulsar_binary;
 
 /// Checks an export file: the checkpoint's signature, every event's leaf, the root of a
 /// complete export (MTH from the RFC) or each inclusion proof of a filtered one, the
