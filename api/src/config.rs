@@ -46,6 +46,9 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// `PULSAR_RATE_LIMIT_SCALE`: multiplies every tier's requests per minute.
     pub rate_limit_scale: f64,
+    /// `PULSAR_METER_USAGE`: count API calls per key and minute for `/usage` (`false`
+    /// turns metering off: `/usage`, monthly API calls and keys' `last_used_at` stop).
+    pub meter_usage: bool,
     /// `PULSAR_UPGRADE_URL`: where `feature_limit_reached` answers send people to upgrade.
     pub upgrade_url: String,
     /// `PULSAR_LOG`: tracing filter, e.g. `info,pulsar_api=debug`.
@@ -83,6 +86,7 @@ impl Default for Config {
             upgrade_url: "https://pulsar.dev/pricing".into(),
             log: "info".into(),
             log_json: false,
+            meter_usage: true,
         }
     }
 }
@@ -148,6 +152,7 @@ Environment (all optional):
   PULSAR_READY_MAX_LAG            events a projection may lag and stay ready [10000]
   PULSAR_MAINTENANCE_INTERVAL_MS  background upkeep period [2000]
   PULSAR_RATE_LIMIT_SCALE         multiplies every tier's requests per minute [1]
+  PULSAR_METER_USAGE              count API calls per key and minute for /usage [true]
   PULSAR_UPGRADE_URL              upgrade link in feature_limit_reached [https://pulsar.dev/pricing]
   PULSAR_LOG                      log filter [info]
   PULSAR_LOG_FORMAT               text or json [text]";
@@ -260,6 +265,13 @@ Environment (all optional):
         }
         // A claimed delivery stays with its worker for a request's bound and a margin.
         config.webhooks.lease = config.webhooks.request_timeout + Duration::from_secs(5);
+        if let Some((name, value)) = get("PULSAR_METER_USAGE") {
+            config.meter_usage = match value.as_str() {
+                "true" => true,
+                "false" => false,
+                other => return Err(fail(name, format!("`{other}` is not true or false"))),
+            };
+        }
         if let Some((name, value)) = get("PULSAR_LOG_FORMAT") {
             config.log_json = match value.as_str() {
                 "json" => true,

@@ -33,6 +33,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rest::webhooks::router())
         .merge(rest::audit::router())
         .merge(rest::entitlements::router())
+        .merge(rest::usage::router())
         .split_for_parts();
     crate::http::openapi::scoping_parameters(&mut openapi);
     (router, openapi)

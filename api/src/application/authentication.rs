@@ -207,7 +207,7 @@ pub async fn authenticate(
     if !decision.allowed {
         return Err(Error::RateLimited(decision));
     }
-    if let PrincipalKind::ApiKey(key) = &principal.kind {
+    if let (PrincipalKind::ApiKey(key), true) = (&principal.kind, state.config.meter_usage) {
         state
             .usage
             .record(&key.key_id, &key.workspace_id, Utc::now());

@@ -1,5 +1,6 @@
-//! Per-key usage: `last_used_at` and call counts, aggregated in memory on the request path
-//! and written in batches by [`KeyUsage::flush`], never one write per request.
+//! Per-key usage: `last_used_at` and call counts by minute, aggregated in memory on the
+//! request path and written in batches by [`KeyUsage::flush`], never one write per
+//! request; and the analysts' query over them ([`query`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ struct Pending {
     last_used_at: DateTime<Utc>,
 }
 
-/// Calls counted since the last flush, by key and hour.
+/// Calls counted since the last flush, by key and minute.
 #[derive(Debug, Default)]
 pub struct KeyUsage {
     pending: Mutex<HashMap<(String, DateTime<Utc>), Pending>>,
@@ -23,16 +24,16 @@ pub struct KeyUsage {
 impl KeyUsage {
     /// Counts one authenticated call by `key_id`.
     pub fn record(&self, key_id: &str, workspace_id: &str, at: DateTime<Utc>) {
-        let hour = at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at);
+        let minute = at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.get_mut(&(key_id.to_string(), hour)) {
+        match pending.get_mut(&(key_id.to_string(), minute)) {
             Some(entry) => {
                 entry.calls += 1;
                 entry.last_used_at = entry.last_used_at.max(at);
             }
             None => {
                 pending.insert(
-                    (key_id.to_string(), hour),
+                    (key_id.to_string(), minute),
                     Pending {
                         workspace_id: workspace_id.to_string(),
                         calls: 1,
@@ -54,26 +55,41 @@ impl KeyUsage {
         }
         let mut keys = Vec::with_capacity(batch.len());
         let mut workspaces = Vec::with_capacity(batch.len());
-        let mut hours = Vec::with_capacity(batch.len());
+        let mut minutes = Vec::with_capacity(batch.len());
         let mut calls = Vec::with_capacity(batch.len());
         let mut last = Vec::with_capacity(batch.len());
-        for ((key, hour), pending) in &batch {
+        for ((key, minute), pending) in &batch {
             keys.push(key.clone());
             workspaces.push(pending.workspace_id.clone());
-            hours.push(*hour);
+            minutes.push(*minute);
             calls.push(pending.calls);
             last.push(pending.last_used_at);
         }
         let written = async {
             let mut tx = pool.begin().await?;
             sqlx::query(
+                "INSERT INTO usage_minutes (workspace_id, feature, api_key_id, minute, count)
+                 SELECT w, 'api_calls', k, m, c
+                   FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[]) AS u(k, w, m, c)
+                 ON CONFLICT (workspace_id, feature, minute, api_key_id)
+                 DO UPDATE SET count = usage_minutes.count + excluded.count",
+            )
+            .bind(&keys)
+            .bind(&workspaces)
+            .bind(&minutes)
+            .bind(&calls)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
                 "INSERT INTO api_key_usage_hourly (key_id, workspace_id, hour, calls)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[])
+                 SELECT k, min(w), date_trunc('hour', m), sum(c)::bigint
+                   FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[]) AS u(k, w, m, c)
+                  GROUP BY k, date_trunc('hour', m)
                  ON CONFLICT (key_id, hour) DO UPDATE SET calls = api_key_usage_hourly.calls + excluded.calls",
             )
             .bind(&keys)
             .bind(&workspaces)
-            .bind(&hours)
+            .bind(&minutes)
             .bind(&calls)
             .execute(&mut *tx)
             .await?;
@@ -98,8 +114,8 @@ impl KeyUsage {
         .await;
         if let Err(error) = written {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            for ((key, hour), item) in batch {
-                let entry = pending.entry((key, hour)).or_insert(Pending {
+            for ((key, minute), item) in batch {
+                let entry = pending.entry((key, minute)).or_insert(Pending {
                     workspace_id: item.workspace_id.clone(),
                     calls: 0,
                     last_used_at: item.last_used_at,
@@ -111,4 +127,154 @@ impl KeyUsage {
         }
         Ok(batch.len())
     }
+}
+
+/// Bucket sizes of `/usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+impl Granularity {
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "minute" => Self::Minute,
+            "hour" => Self::Hour,
+            "day" => Self::Day,
+            "month" => Self::Month,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
+
+    /// The shortest bucket, for bounding how many a query may return.
+    fn shortest(self) -> chrono::TimeDelta {
+        match self {
+            Self::Minute => TimeDelta::minutes(1),
+            Self::Hour => TimeDelta::hours(1),
+            Self::Day => TimeDelta::hours(23),
+            Self::Month => TimeDelta::days(28),
+        }
+    }
+}
+
+/// What `/usage` is asked.
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    pub feature: Option<pulsar_domain::entitlements::Feature>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub granularity: Granularity,
+    /// Group by key (else by feature).
+    pub by_key: bool,
+    pub api_key_ids: Vec<String>,
+    /// An IANA zone name.
+    pub tz: String,
+}
+
+/// Most buckets one query may span.
+pub const MAX_BUCKETS: i64 = 50_000;
+/// Most keys one query may name.
+pub const MAX_KEYS: usize = 1_000;
+
+/// One row of the series.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UsageRow {
+    /// The bucket's start in the query's time zone, RFC 3339 with that zone's offset.
+    pub bucket: String,
+    pub feature: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<String>,
+    pub count: i64,
+}
+
+/// The workspace's metered usage in buckets aligned to the query's time zone (days and
+/// months follow its calendar, daylight saving time included).
+pub async fn query(
+    state: &super::AppState,
+    auth: &super::Auth,
+    query: &UsageQuery,
+) -> super::Result<Vec<UsageRow>> {
+    use super::Error;
+    use pulsar_domain::scopes::{Action, Permission, Resource};
+
+    auth.require(Permission(Resource::Usage, Action::Read))?;
+    if query.from >= query.to {
+        return Err(Error::invalid("from", "`from` must be before `to`."));
+    }
+    if (query.to - query.from).num_seconds() / query.granularity.shortest().num_seconds()
+        > MAX_BUCKETS
+    {
+        return Err(Error::invalid(
+            "granularity",
+            format!("At most {MAX_BUCKETS} buckets per query; narrow the range or widen the granularity."),
+        ));
+    }
+    if query.api_key_ids.len() > MAX_KEYS {
+        return Err(Error::invalid(
+            "api_key_id",
+            format!("At most {MAX_KEYS} keys per query."),
+        ));
+    }
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+            .bind(&query.tz)
+            .fetch_one(&state.pool)
+            .await?;
+    if !known {
+        return Err(Error::invalid(
+            "tz",
+            "The time zone must be an IANA name, e.g. Europe/Berlin.",
+        ));
+    }
+    let key_column = if query.by_key { "api_key_id" } else { "''" };
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(&format!(
+        // date_trunc with a zone truncates in that zone's calendar and returns the
+        // instant, so the two 02:00 hours of a fall-back night stay two buckets.
+        "WITH buckets AS (
+             SELECT date_trunc($2, minute, $3) AS bucket, feature,
+                    {key_column} AS key, sum(count)::bigint AS count
+               FROM usage_minutes
+              WHERE workspace_id = $1 AND minute >= $4 AND minute < $5
+                AND ($6::text IS NULL OR feature = $6)
+                AND (cardinality($7::text[]) = 0 OR api_key_id = ANY($7))
+              GROUP BY 1, 2, 3)
+         SELECT to_char(local, 'YYYY-MM-DD\"T\"HH24:MI:SS')
+                || CASE WHEN off < interval '0' THEN '-' ELSE '+' END
+                || to_char(CASE WHEN off < interval '0' THEN -off ELSE off END, 'HH24:MI'),
+                feature, key, count
+           FROM (SELECT *, bucket AT TIME ZONE $3 AS local,
+                        (bucket AT TIME ZONE $3) - (bucket AT TIME ZONE 'UTC') AS off
+                   FROM buckets) b
+          ORDER BY bucket, feature, key"
+    ))
+    .bind(&auth.workspace_id)
+    .bind(query.granularity.as_str())
+    .bind(&query.tz)
+    .bind(query.from)
+    .bind(query.to)
+    .bind(query.feature.map(|f| f.as_str()))
+    .bind(&query.api_key_ids)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(bucket, feature, key, count)| UsageRow {
+            bucket,
+            feature,
+            api_key_id: query.by_key.then_some(key),
+            count,
+        })
+        .collect())
 }

@@ -25,6 +25,7 @@ pub mod ops;
 pub mod projects;
 pub mod records;
 pub mod tasks;
+pub mod usage;
 pub mod webhooks;
 pub mod workspaces;
 

@@ -17,5 +17,6 @@ mod identity;
 mod lifecycle;
 mod rebuild;
 mod subscriptions;
+mod usage;
 mod webhooks;
 mod workspace_data;

@@ -1,0 +1,161 @@
+//! `/usage` over 30 days of hourly data for 1,000 keys (DESIGN.md: p99 under 100 ms),
+//! and what metering costs an authenticated GET (under 5% against the same run with
+//! `PULSAR_METER_USAGE=false`), with a bare axum handler as the same-run baseline.
+//!
+//! `cargo bench -p pulsar-tests --bench usage` (uses `DATABASE_URL` when set, else a
+//! durable throwaway cluster under target/). `BENCH_SECONDS` sets each phase.
+
+use pulsar_api::app;
+use pulsar_tests::bench::{
+    baseline_axum, bench_config, bench_database, client, cpu_model, drive_with, owner, print_run,
+    seconds, serve, start_pulsar_with, Run,
+};
+use serde_json::{json, Value};
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (url, _cluster) = bench_database("bench-usage-cluster");
+    runtime.block_on(run(&url));
+}
+
+/// GETs `url` with `token` from `clients` clients for the bench duration.
+async fn load(client: &reqwest::Client, url: String, token: &str, clients: usize) -> Run {
+    let (client, token) = (client.clone(), token.to_string());
+    drive_with(clients, move |_, _| {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            let response = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get");
+            let ok = response.status() == 200;
+            response.bytes().await.expect("body");
+            ok
+        }
+    })
+    .await
+}
+
+async fn run(url: &str) {
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    println!("{} s per phase, fsync on\n", seconds().as_secs());
+    println!("| what | throughput | p50 | p99 | operations | errors |");
+    println!("|---|---|---|---|---|---|");
+    let mut bare = baseline_axum().await;
+    let bare_rate = bare.per_second();
+    print_run(
+        "baseline: bare axum handler, small JSON (32 clients)",
+        &mut bare,
+        None,
+    );
+
+    // Metering on, then off, on the same data: authenticated GETs with an API key.
+    for meter in [true, false] {
+        let mut config = bench_config();
+        config.meter_usage = meter;
+        let (_pool, pulsar) = start_pulsar_with(url, config).await;
+        let base = serve(app(pulsar.state.clone())).await;
+        let client = client();
+        let (token, workspace_id) = owner(&client, &base, "meter@bench.example").await;
+        let key: Value = client
+            .post(format!("{base}/api/v1/api-keys"))
+            .bearer_auth(&token)
+            .header("x-workspace-id", &workspace_id)
+            .json(&json!({"name": "reader", "scopes": ["projects:read"]}))
+            .send()
+            .await
+            .expect("key")
+            .json()
+            .await
+            .expect("json");
+        let key = key["data"]["key"].as_str().expect("key").to_string();
+        let mut run = load(&client, format!("{base}/api/v1/projects"), &key, 32).await;
+        print_run(
+            &format!(
+                "GET /projects with an API key, metering {} (32 clients)",
+                if meter { "on" } else { "off" }
+            ),
+            &mut run,
+            Some(bare_rate),
+        );
+        pulsar.stop().await;
+    }
+
+    // 30 days of hourly data for 1,000 keys: 720,000 minute rows, one per key and hour.
+    let (pool, pulsar) = start_pulsar_with(url, bench_config()).await;
+    let base = serve(app(pulsar.state.clone())).await;
+    let client = client();
+    let (token, workspace_id) = owner(&client, &base, "analyst@bench.example").await;
+    let started = std::time::Instant::now();
+    sqlx::query(
+        "INSERT INTO usage_minutes (workspace_id, feature, api_key_id, minute, count)
+         SELECT $1, 'api_calls', 'key_' || lpad(to_hex(k), 32, '0'), h, 1 + (k + extract(hour FROM h)::int) % 50
+           FROM generate_series(1, 1000) AS k,
+                generate_series(date_trunc('hour', now()) - interval '30 days',
+                                date_trunc('hour', now()) - interval '1 hour', interval '1 hour') AS h",
+    )
+    .bind(&workspace_id)
+    .execute(&pool)
+    .await
+    .expect("usage rows");
+    sqlx::query("VACUUM ANALYZE usage_minutes")
+        .execute(&pool)
+        .await
+        .expect("vacuum");
+    println!(
+        "\n720,000 usage rows (1,000 keys x 30 days x 24 hours) written in {:.1} s\n",
+        started.elapsed().as_secs_f64()
+    );
+    println!("| what | throughput | p50 | p99 | operations | errors |");
+    println!("|---|---|---|---|---|---|");
+    let from = (chrono::Utc::now() - chrono::TimeDelta::days(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ten: Vec<String> = (1..=10).map(|k| format!("key_{k:032x}")).collect();
+    for (what, query) in [
+        (
+            "one key, by day",
+            format!("granularity=day&group_by=api_key&api_key_id=key_{:032x}", 7),
+        ),
+        (
+            "ten keys, by day",
+            format!(
+                "granularity=day&group_by=api_key&api_key_id={}",
+                ten.join(",")
+            ),
+        ),
+        (
+            "one key, by hour",
+            format!(
+                "granularity=hour&group_by=api_key&api_key_id=key_{:032x}",
+                7
+            ),
+        ),
+        ("all keys summed, by day", "granularity=day".to_string()),
+        (
+            "all keys summed, by day, tz=America/New_York",
+            "granularity=day&tz=America/New_York".to_string(),
+        ),
+        (
+            "all keys, by month and key",
+            "granularity=month&group_by=api_key".to_string(),
+        ),
+    ] {
+        let url = format!("{base}/api/v1/usage?from={from}&{query}");
+        let mut run = load(&client, url, &token, 1).await;
+        print_run(
+            &format!("GET /usage, 30 days: {what} (1 client)"),
+            &mut run,
+            None,
+        );
+    }
+    pulsar.stop().await;
+}

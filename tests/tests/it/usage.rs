@@ -1,0 +1,163 @@
+//! `/usage`: metered calls counted in memory, flushed as minute rows, rolled up in any
+//! time zone, as JSON or CSV.
+
+use std::time::Duration;
+
+use pulsar_api::runtime::Role;
+use pulsar_tests::TestApp;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn n_calls_show_up_as_exactly_n_and_two_processes_add_up() {
+    let app = TestApp::start().await;
+    let owner = app.signup("meter@usage.example", "Meter").await;
+    let created = app
+        .post(
+            "/api/v1/api-keys",
+            &owner,
+            json!({"name": "counted", "scopes": ["projects:read"]}),
+        )
+        .await;
+    created.expect(201);
+    let key_id = created.body["data"]["id"].as_str().expect("id").to_string();
+    let key = created.body["data"]["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let second = app.another_process(Role::Api).await;
+    for _ in 0..7 {
+        app.call("GET", "/api/v1/projects", Some(&key), None, &[])
+            .await
+            .expect(200);
+    }
+    for _ in 0..5 {
+        second
+            .call("GET", "/api/v1/projects", Some(&key), None, &[])
+            .await
+            .expect(200);
+    }
+    // The second process flushes its counts as it stops.
+    second.stop().await;
+    let path = format!("/api/v1/usage?granularity=day&group_by=api_key&api_key_id={key_id}");
+    let mut rows = Value::Null;
+    for _ in 0..50 {
+        let usage = app.get(&path, &owner).await;
+        usage.expect(200);
+        rows = usage.body["data"].clone();
+        if rows[0]["count"] == 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows[0]["count"], 12, "{rows}");
+    assert_eq!(rows[0]["api_key_id"], key_id.as_str());
+    assert_eq!(rows[0]["feature"], "api_calls");
+    // Another process, started afterwards, reads the same: the counts are stored.
+    let third = app.another_process(Role::Api).await;
+    let again = third
+        .call("GET", &path, Some(&owner.token), None, &[])
+        .await;
+    assert_eq!(again.body["data"], rows);
+    third.stop().await;
+    // Exactly 12 stored, not more: the owner's own (session) calls are not metered.
+    let stored: i64 = sqlx::query_scalar("SELECT sum(count)::bigint FROM usage_minutes")
+        .fetch_one(app.pool())
+        .await
+        .expect("sum");
+    assert_eq!(stored, 12);
+    app.stop().await;
+}
+
+/// Berlin moves its clocks forward on 2026-03-29 at 01:00 UTC: that day has 23 hours.
+#[tokio::test]
+async fn day_buckets_follow_the_time_zone_across_a_dst_change_and_csv_has_a_header() {
+    let app = TestApp::start().await;
+    let owner = app.signup("dst@usage.example", "Dst").await;
+    // One call an hour from 2026-03-27T23:00Z (Berlin midnight) to 2026-03-30T21:00Z.
+    sqlx::query(
+        "INSERT INTO usage_minutes (workspace_id, feature, api_key_id, minute, count)
+         SELECT $1, 'api_calls', 'key_0123456789abcdef0123456789abcdef', m, 1
+           FROM generate_series('2026-03-27T23:00:00Z'::timestamptz,
+                                '2026-03-30T21:00:00Z'::timestamptz, interval '1 hour') AS m",
+    )
+    .bind(&owner.workspace_id)
+    .execute(app.pool())
+    .await
+    .expect("usage rows");
+    let query = "/api/v1/usage?from=2026-03-27T00:00:00Z&to=2026-04-01T00:00:00Z&granularity=day&tz=Europe/Berlin";
+    let days = app.get(query, &owner).await;
+    days.expect(200);
+    assert_eq!(
+        days.body["data"],
+        json!([
+            {"bucket": "2026-03-28T00:00:00+01:00", "feature": "api_calls", "count": 24},
+            {"bucket": "2026-03-29T00:00:00+01:00", "feature": "api_calls", "count": 23},
+            {"bucket": "2026-03-30T00:00:00+02:00", "feature": "api_calls", "count": 24},
+        ])
+    );
+    assert_eq!(days.body["meta"]["tz"], "Europe/Berlin");
+    // In UTC the same calls fall into other days.
+    let utc = app
+        .get(
+            "/api/v1/usage?from=2026-03-27T00:00:00Z&to=2026-04-01T00:00:00Z&granularity=day",
+            &owner,
+        )
+        .await;
+    let counts: Vec<i64> = utc.body["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["count"].as_i64().expect("count"))
+        .collect();
+    assert_eq!(counts, [1, 24, 24, 22]);
+
+    // CSV, read back by Python's csv module.
+    let csv = app
+        .call(
+            "GET",
+            query,
+            Some(&owner.token),
+            None,
+            &[("accept", "text/csv")],
+        )
+        .await;
+    csv.expect(200);
+    assert!(csv
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/csv")));
+    let (ok, parsed, stderr) = pulsar_tests::python(
+        "import csv, json, sys; print(json.dumps(list(csv.DictReader(sys.stdin))))",
+        csv.text.as_bytes(),
+    );
+    assert!(ok, "{stderr}");
+    let parsed: Value = serde_json::from_str(parsed.trim()).expect("json");
+    assert_eq!(
+        parsed,
+        json!([
+            {"bucket": "2026-03-28T00:00:00+01:00", "feature": "api_calls", "count": "24"},
+            {"bucket": "2026-03-29T00:00:00+01:00", "feature": "api_calls", "count": "23"},
+            {"bucket": "2026-03-30T00:00:00+02:00", "feature": "api_calls", "count": "24"},
+        ])
+    );
+
+    for (query, status) in [
+        ("tz=Mars/Olympus", 422),
+        ("granularity=week", 422),
+        ("group_by=colour", 422),
+        ("feature=bogus", 422),
+        ("api_key_id=nope", 422),
+        ("from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z", 422),
+        (
+            "granularity=minute&from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            422,
+        ),
+        ("from=yesterday", 422),
+        ("colour=red", 400),
+        ("tz=UTC&tz=UTC", 400),
+    ] {
+        let response = app.get(&format!("/api/v1/usage?{query}"), &owner).await;
+        assert_eq!(response.status, status, "{query}: {}", response.body);
+    }
+    app.stop().await;
+}
