@@ -219,10 +219,11 @@ pub async fn start_pulsar_with(
     let pool = pulsar_api::db::connect(url, config.db_pool_size)
         .await
         .expect("connect");
-    sqlx::query("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    // Two statements: a simple query, not a prepared one.
+    sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         .execute(&pool)
         .await
-        .ok();
+        .expect("reset the schema");
     let runtime =
         pulsar_api::runtime::Runtime::start(config, pool.clone(), pulsar_api::runtime::Role::All)
             .await
