@@ -21,15 +21,29 @@ fn main() {
     runtime.block_on(run(&url));
 }
 
-/// GETs `url` with `token` from `clients` clients for the bench duration.
-async fn load(client: &reqwest::Client, url: String, token: &str, clients: usize) -> Run {
-    let (client, token) = (client.clone(), token.to_string());
+/// GETs `url` with `token` in `workspace_id` from `clients` clients for the bench
+/// duration.
+async fn load(
+    client: &reqwest::Client,
+    url: String,
+    token: &str,
+    workspace_id: &str,
+    clients: usize,
+) -> Run {
+    let (client, token, workspace_id) =
+        (client.clone(), token.to_string(), workspace_id.to_string());
     drive_with(clients, move |_, _| {
-        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        let (client, url, token, workspace_id) = (
+            client.clone(),
+            url.clone(),
+            token.clone(),
+            workspace_id.clone(),
+        );
         async move {
             let response = client
                 .get(url)
                 .bearer_auth(token)
+                .header("x-workspace-id", workspace_id)
                 .send()
                 .await
                 .expect("get");
@@ -80,7 +94,14 @@ async fn run(url: &str) {
             .await
             .expect("json");
         let key = key["data"]["key"].as_str().expect("key").to_string();
-        let mut run = load(&client, format!("{base}/api/v1/projects"), &key, 32).await;
+        let mut run = load(
+            &client,
+            format!("{base}/api/v1/projects"),
+            &key,
+            &workspace_id,
+            32,
+        )
+        .await;
         print_run(
             &format!(
                 "GET /projects with an API key, metering {} (32 clients)",
@@ -152,7 +173,26 @@ async fn run(url: &str) {
         ),
     ] {
         let url = format!("{base}/api/v1/usage?from={from}&{query}");
-        let mut run = load(&client, url, &token, 1).await;
+        let sample: Value = client
+            .get(&url)
+            .bearer_auth(&token)
+            .header("x-workspace-id", &workspace_id)
+            .send()
+            .await
+            .expect("usage")
+            .json()
+            .await
+            .expect("json");
+        let rows = sample["data"].as_array().map_or(0, Vec::len);
+        let total: i64 = sample["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["count"].as_i64())
+            .sum();
+        assert!(rows > 0, "{what}: {sample}");
+        let what = format!("{what}: {rows} rows, {total} calls");
+        let mut run = load(&client, url, &token, &workspace_id, 1).await;
         print_run(
             &format!("GET /usage, 30 days: {what} (1 client)"),
             &mut run,
