@@ -165,8 +165,13 @@ async fn run(url: &str) {
     );
     println!("| what | throughput | p50 | p99 | operations | errors |");
     println!("|---|---|---|---|---|---|");
-    let from = (chrono::Utc::now() - chrono::TimeDelta::days(30))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // Hour-aligned bounds, as an analyst's day or month range is.
+    let hour =
+        chrono::DurationRound::duration_trunc(chrono::Utc::now(), chrono::TimeDelta::hours(1))
+            .expect("hour");
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let from = format!("{}&to={}", at(hour - chrono::TimeDelta::days(30)), at(hour));
     let ten: Vec<String> = (1..=10).map(|k| format!("key_{k:032x}")).collect();
     for (what, query) in [
         (

@@ -82,9 +82,9 @@ impl KeyUsage {
             .await?;
             sqlx::query(
                 "INSERT INTO api_key_usage_hourly (key_id, workspace_id, hour, calls)
-                 SELECT k, min(w), date_trunc('hour', m), sum(c)::bigint
+                 SELECT k, min(w), date_trunc('hour', m, 'UTC'), sum(c)::bigint
                    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[]) AS u(k, w, m, c)
-                  GROUP BY k, date_trunc('hour', m)
+                  GROUP BY k, date_trunc('hour', m, 'UTC')
                  ON CONFLICT (key_id, hour) DO UPDATE SET calls = api_key_usage_hourly.calls + excluded.calls",
             )
             .bind(&keys)
@@ -214,6 +214,38 @@ async fn zones(pool: &PgPool) -> Result<&'static std::collections::HashSet<Strin
         .await
 }
 
+fn whole_hour(at: DateTime<Utc>) -> bool {
+    at.duration_trunc(TimeDelta::hours(1))
+        .is_ok_and(|h| h == at)
+}
+
+/// Longest range checked hour by hour for the rollup; longer ones read the minutes.
+const MAX_ROLLUP_HOURS: i64 = 5 * 366 * 24;
+
+/// Whether `tz`'s offset from UTC is a whole number of hours at every hour of
+/// `[from, to)` (not so for India, Nepal, Newfoundland, or old local mean times).
+async fn whole_hour_offsets(
+    pool: &PgPool,
+    tz: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    if (to - from).num_hours() > MAX_ROLLUP_HOURS {
+        return Ok(false);
+    }
+    sqlx::query_scalar(
+        "SELECT coalesce(bool_and(
+                    extract(epoch FROM (h AT TIME ZONE $1) - (h AT TIME ZONE 'UTC'))::bigint % 3600 = 0),
+                true)
+           FROM generate_series($2::timestamptz, $3::timestamptz, interval '1 hour') AS h",
+    )
+    .bind(tz)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await
+}
+
 /// The workspace's metered usage in buckets aligned to the query's time zone (days and
 /// months follow its calendar, daylight saving time included).
 pub async fn query(
@@ -248,17 +280,33 @@ pub async fn query(
             "The time zone must be an IANA name, e.g. Europe/Berlin.",
         ));
     }
-    let key_column = if query.by_key { "api_key_id" } else { "''" };
+    // Whole-workspace series read the hourly rollup when its hours are whole buckets of
+    // the query: hour-aligned bounds, and a zone whose offset is whole hours throughout.
+    let hourly = !query.by_key
+        && query.api_key_ids.is_empty()
+        && query.granularity != Granularity::Minute
+        && whole_hour(query.from)
+        && whole_hour(query.to)
+        && whole_hour_offsets(&state.pool, &query.tz, query.from, query.to).await?;
+    let (table, time, key_column, key_filter) = match (hourly, query.by_key) {
+        (true, _) => ("usage_hours", "hour", "''", ""),
+        (false, by_key) => (
+            "usage_minutes",
+            "minute",
+            if by_key { "api_key_id" } else { "''" },
+            "AND (cardinality($7::text[]) = 0 OR api_key_id = ANY($7))",
+        ),
+    };
     let rows: Vec<(String, String, String, i64)> = sqlx::query_as(&format!(
         // date_trunc with a zone truncates in that zone's calendar and returns the
         // instant, so the two 02:00 hours of a fall-back night stay two buckets.
         "WITH buckets AS (
-             SELECT date_trunc($2, minute, $3) AS bucket, feature,
+             SELECT date_trunc($2, {time}, $3) AS bucket, feature,
                     {key_column} AS key, sum(count)::bigint AS count
-               FROM usage_minutes
-              WHERE workspace_id = $1 AND minute >= $4 AND minute < $5
+               FROM {table}
+              WHERE workspace_id = $1 AND {time} >= $4 AND {time} < $5
                 AND ($6::text IS NULL OR feature = $6)
-                AND (cardinality($7::text[]) = 0 OR api_key_id = ANY($7))
+                AND cardinality($7::text[]) >= 0 {key_filter}
               GROUP BY 1, 2, 3)
          SELECT to_char(local, 'YYYY-MM-DD\"T\"HH24:MI:SS')
                 || CASE WHEN off < interval '0' THEN '-' ELSE '+' END

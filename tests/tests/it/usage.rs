@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::DurationRound;
 use pulsar_api::runtime::Role;
 use pulsar_tests::TestApp;
 use serde_json::{json, Value};
@@ -60,6 +61,36 @@ async fn n_calls_show_up_as_exactly_n_and_two_processes_add_up() {
         .await;
     assert_eq!(again.body["data"], rows);
     third.stop().await;
+    // The hourly rollup (whole-workspace series with hour-aligned bounds) agrees, also
+    // after two processes added to the same minute (an update of the minute row).
+    let hour = chrono::Utc::now()
+        .duration_trunc(chrono::TimeDelta::hours(1))
+        .expect("hour");
+    let rollup = app
+        .get(
+            &format!(
+                "/api/v1/usage?granularity=day&from={}&to={}",
+                (hour - chrono::TimeDelta::hours(2))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                (hour + chrono::TimeDelta::hours(2))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+            &owner,
+        )
+        .await;
+    let total: i64 = rollup.body["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["count"].as_i64().expect("count"))
+        .sum();
+    assert_eq!(total, 12, "{}", rollup.body);
+    // The rollup's triggers saw the insert and the update of the same minute.
+    let rolled: i64 = sqlx::query_scalar("SELECT sum(count)::bigint FROM usage_hours")
+        .fetch_one(app.pool())
+        .await
+        .expect("sum");
+    assert_eq!(rolled, 12);
     // Exactly 12 stored, not more: the owner's own (session) calls are not metered.
     let stored: i64 = sqlx::query_scalar("SELECT sum(count)::bigint FROM usage_minutes")
         .fetch_one(app.pool())
@@ -85,6 +116,11 @@ async fn day_buckets_follow_the_time_zone_across_a_dst_change_and_csv_has_a_head
     .execute(app.pool())
     .await
     .expect("usage rows");
+    let hours: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_hours")
+        .fetch_one(app.pool())
+        .await
+        .expect("hours");
+    assert_eq!(hours, 71, "one rollup row per hour written");
     let query = "/api/v1/usage?from=2026-03-27T00:00:00Z&to=2026-04-01T00:00:00Z&granularity=day&tz=Europe/Berlin";
     let days = app.get(query, &owner).await;
     days.expect(200);
@@ -111,6 +147,45 @@ async fn day_buckets_follow_the_time_zone_across_a_dst_change_and_csv_has_a_head
         .map(|r| r["count"].as_i64().expect("count"))
         .collect();
     assert_eq!(counts, [1, 24, 24, 22]);
+
+    // The same series from the minute rows (grouped by key, then summed) and from a zone
+    // whose offset is not whole hours (minute rows too) agree with the rollup.
+    let by_key = app.get(&format!("{query}&group_by=api_key"), &owner).await;
+    let by_key: Vec<i64> = by_key.body["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["count"].as_i64().expect("count"))
+        .collect();
+    assert_eq!(by_key, [24, 23, 24]);
+    let kolkata = app
+        .get(
+            "/api/v1/usage?from=2026-03-27T00:00:00Z&to=2026-04-01T00:00:00Z&granularity=day&tz=Asia/Kolkata",
+            &owner,
+        )
+        .await;
+    let kolkata: Vec<(String, i64)> = kolkata.body["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["bucket"].as_str().expect("bucket").to_string(),
+                r["count"].as_i64().expect("count"),
+            )
+        })
+        .collect();
+    // Kolkata days start at 18:30 UTC: the 28th there holds 23:00Z on the 27th and
+    // 00:00Z to 18:00Z on the 28th (20 hours); the 31st holds 19:00Z to 21:00Z.
+    assert_eq!(
+        kolkata,
+        [
+            ("2026-03-28T00:00:00+05:30".to_string(), 20),
+            ("2026-03-29T00:00:00+05:30".to_string(), 24),
+            ("2026-03-30T00:00:00+05:30".to_string(), 24),
+            ("2026-03-31T00:00:00+05:30".to_string(), 3),
+        ]
+    );
 
     // CSV, read back by Python's csv module.
     let csv = app
