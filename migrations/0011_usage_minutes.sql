@@ -9,5 +9,11 @@ CREATE TABLE usage_minutes (
     count        bigint      NOT NULL CHECK (count >= 0),
     PRIMARY KEY (workspace_id, feature, minute, api_key_id)
 );
+-- It replaces the per-key hourly table of 0003: its history moves here, each hour's
+-- calls on the hour's first minute, and the flush no longer writes it.
+INSERT INTO usage_minutes (workspace_id, feature, api_key_id, minute, count)
+SELECT workspace_id, 'api_calls', key_id, hour, calls FROM api_key_usage_hourly;
+DROP TABLE api_key_usage_hourly;
+
 -- Queries that name keys (`api_key_id=…`) read only those keys' rows.
 CREATE INDEX usage_minutes_key ON usage_minutes (workspace_id, api_key_id, minute);

@@ -31,7 +31,9 @@ pub const METADATA_KEYS: [&str; 6] = [
 ];
 
 /// An event as the audit log shows it, without its `hash`: the object whose canonical
-/// bytes are hashed into the tree.
+/// bytes are hashed into the tree. [`declare_export`] builds the same object in SQL (so
+/// an export decodes no payload); a member added here must be added there, and the
+/// export test's independent verifier fails until it is.
 pub fn entry(event: &StoredEvent, log_index: i64) -> Value {
     let metadata: Map<String, Value> = METADATA_KEYS
         .iter()
@@ -324,7 +326,9 @@ pub async fn events_page(
 pub const EXPORT_CURSOR: &str = "audit_export";
 
 /// Opens, in the caller's transaction, a cursor over the entries `filter` selects in
-/// `log_index` order, each as `(log_index, JSON text)` built by PostgreSQL with its
+/// `log_index` order: the object [`entry`] makes, written by PostgreSQL, with `event_id`
+/// as [`catalog::event_id`] derives it and `recorded_at` to the microsecond, UTC. Rows
+/// are `(log_index, JSON text)` built by PostgreSQL with its
 /// `hash` (keys in PostgreSQL's order; the canonical bytes are for the verifier to make).
 /// `FETCH n FROM audit_export` reads it: one query plan and one snapshot for the whole
 /// export, no payload decoded on the way.

@@ -313,12 +313,8 @@ pub async fn consistency_proof(pool: &PgPool, auth: &Auth, from: u64, to: u64) -
 /// `GET /audit/events`: a page of the caller's workspace's events in commit order.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
-    pub aggregate_type: Option<String>,
-    pub aggregate_id: Option<String>,
-    pub actor_id: Option<String>,
-    pub event_type: Option<String>,
-    pub from: Option<chrono::DateTime<chrono::Utc>>,
-    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// What to select; its workspace is always the caller's (set here, whatever it says).
+    pub filter: audit::EventFilter,
     /// The `position` of the last event of the previous page.
     pub after: Option<i64>,
     pub limit: i64,
@@ -335,13 +331,8 @@ async fn filter_and_start(
     auth.require(READ)?;
     let filter = audit::EventFilter {
         workspace_id: Some(auth.workspace_id.clone()),
-        aggregate_type: query.aggregate_type.clone(),
-        aggregate_id: query.aggregate_id.clone(),
-        actor_id: query.actor_id.clone(),
-        event_type: query.event_type.clone(),
-        from: query.from,
-        to: query.to,
         below_index: None,
+        ..query.filter.clone()
     };
     let start = match query.after {
         None => -1,

@@ -2,7 +2,7 @@
 //! (`/entitlements/check`, `/entitlements/summary`).
 //!
 //! Counted features come from the read models (live records, keys, endpoints, members);
-//! API calls from the flushed per-key usage since the start of the UTC month; storage is
+//! API calls from the metered usage's hourly rollup since the start of the UTC month; storage is
 //! the bytes of the workspace's documents. Pixel events are counted once pixel tracking
 //! records them (none yet: the feature is not built, so its usage is truly zero).
 
@@ -83,8 +83,9 @@ async fn usage(state: &AppState, workspace_id: &str) -> Result<(Tier, Vec<(Featu
                     AND api_key_status(k, now()) IN ('active', 'rotating')) AS api_keys,
                 (SELECT count(*) FROM webhooks h WHERE h.workspace_id = w.id) AS webhooks,
                 (SELECT count(*) FROM workspace_members m WHERE m.workspace_id = w.id) AS members,
-                (SELECT coalesce(sum(u.calls), 0)::bigint FROM api_key_usage_hourly u
-                  WHERE u.workspace_id = w.id AND u.hour >= $2) AS api_calls,
+                (SELECT coalesce(sum(u.count), 0)::bigint FROM usage_hours u
+                  WHERE u.workspace_id = w.id AND u.feature = 'api_calls'
+                    AND u.hour >= $2) AS api_calls,
                 (SELECT coalesce(sum(octet_length(d.title) + octet_length(d.body)), 0)::bigint
                    FROM documents d WHERE d.workspace_id = w.id) AS storage
            FROM workspaces w WHERE w.id = $1",

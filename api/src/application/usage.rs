@@ -81,19 +81,6 @@ impl KeyUsage {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO api_key_usage_hourly (key_id, workspace_id, hour, calls)
-                 SELECT k, min(w), date_trunc('hour', m, 'UTC'), sum(c)::bigint
-                   FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[]) AS u(k, w, m, c)
-                  GROUP BY k, date_trunc('hour', m, 'UTC')
-                 ON CONFLICT (key_id, hour) DO UPDATE SET calls = api_key_usage_hourly.calls + excluded.calls",
-            )
-            .bind(&keys)
-            .bind(&workspaces)
-            .bind(&minutes)
-            .bind(&calls)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
                 "INSERT INTO api_key_usage (key_id, workspace_id, last_used_at, calls)
                  SELECT key_id, min(workspace_id), max(last_used_at), sum(calls)::bigint
                    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[])

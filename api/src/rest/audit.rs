@@ -130,12 +130,12 @@ fn event_query(query: &QueryPairs) -> Result<audit::EventQuery> {
         };
         let text = || Some(value.clone());
         match *known {
-            "aggregate_type" => out.aggregate_type = text(),
-            "aggregate_id" => out.aggregate_id = text(),
-            "actor_id" => out.actor_id = text(),
-            "event_type" => out.event_type = text(),
-            "from" => out.from = Some(time()?),
-            "to" => out.to = Some(time()?),
+            "aggregate_type" => out.filter.aggregate_type = text(),
+            "aggregate_id" => out.filter.aggregate_id = text(),
+            "actor_id" => out.filter.actor_id = text(),
+            "event_type" => out.filter.event_type = text(),
+            "from" => out.filter.from = Some(time()?),
+            "to" => out.filter.to = Some(time()?),
             "after" => {
                 out.after =
                     Some(value.parse().map_err(|_| {
