@@ -201,36 +201,73 @@ async fn zones(pool: &PgPool) -> Result<&'static std::collections::HashSet<Strin
         .await
 }
 
-fn whole_hour(at: DateTime<Utc>) -> bool {
-    at.duration_trunc(TimeDelta::hours(1))
-        .is_ok_and(|h| h == at)
+fn aligned(at: DateTime<Utc>, step: TimeDelta) -> bool {
+    at.duration_trunc(step).is_ok_and(|t| t == at)
 }
 
-/// Longest range checked hour by hour for the rollup; longer ones read the minutes.
+/// Longest range checked hour by hour for the rollups; longer ones read the minutes.
 const MAX_ROLLUP_HOURS: i64 = 5 * 366 * 24;
 
-/// Whether `tz`'s offset from UTC is a whole number of hours at every hour of
-/// `[from, to)` (not so for India, Nepal, Newfoundland, or old local mean times).
-async fn whole_hour_offsets(
+/// Whether `tz`'s offset from UTC is a multiple of `seconds` at every hour of
+/// `[from, to)`: whole hours (not so for India, Nepal, Newfoundland, or old local mean
+/// times), or with a day, zero (UTC and its aliases).
+async fn offsets_divisible(
     pool: &PgPool,
     tz: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    seconds: i64,
 ) -> Result<bool, sqlx::Error> {
     if (to - from).num_hours() > MAX_ROLLUP_HOURS {
         return Ok(false);
     }
     sqlx::query_scalar(
         "SELECT coalesce(bool_and(
-                    extract(epoch FROM (h AT TIME ZONE $1) - (h AT TIME ZONE 'UTC'))::bigint % 3600 = 0),
+                    extract(epoch FROM (h AT TIME ZONE $1) - (h AT TIME ZONE 'UTC'))::bigint % $4 = 0),
                 true)
            FROM generate_series($2::timestamptz, $3::timestamptz, interval '1 hour') AS h",
     )
     .bind(tz)
     .bind(from)
     .bind(to)
+    .bind(seconds)
     .fetch_one(pool)
     .await
+}
+
+/// Where a query's counts are read: the finest table whose rows are whole buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Per key and minute: any query.
+    Minutes,
+    /// Per workspace and UTC hour: whole-workspace series, hour-aligned bounds, a zone of
+    /// whole-hour offsets.
+    Hours,
+    /// Per key and UTC day: days or months, day-aligned bounds, a zone at offset zero.
+    Days,
+}
+
+async fn source(pool: &PgPool, query: &UsageQuery) -> Result<Source, sqlx::Error> {
+    let (hour, day) = (TimeDelta::hours(1), TimeDelta::days(1));
+    let whole_workspace = !query.by_key && query.api_key_ids.is_empty();
+    if matches!(query.granularity, Granularity::Day | Granularity::Month)
+        && aligned(query.from, day)
+        && aligned(query.to, day)
+        && offsets_divisible(pool, &query.tz, query.from, query.to, 86_400).await?
+        // Whole-workspace series stay on the hours: fewer rows than days of many keys.
+        && !whole_workspace
+    {
+        return Ok(Source::Days);
+    }
+    if whole_workspace
+        && query.granularity != Granularity::Minute
+        && aligned(query.from, hour)
+        && aligned(query.to, hour)
+        && offsets_divisible(pool, &query.tz, query.from, query.to, 3_600).await?
+    {
+        return Ok(Source::Hours);
+    }
+    Ok(Source::Minutes)
 }
 
 /// The workspace's metered usage in buckets aligned to the query's time zone (days and
@@ -267,22 +304,12 @@ pub async fn query(
             "The time zone must be an IANA name, e.g. Europe/Berlin.",
         ));
     }
-    // Whole-workspace series read the hourly rollup when its hours are whole buckets of
-    // the query: hour-aligned bounds, and a zone whose offset is whole hours throughout.
-    let hourly = !query.by_key
-        && query.api_key_ids.is_empty()
-        && query.granularity != Granularity::Minute
-        && whole_hour(query.from)
-        && whole_hour(query.to)
-        && whole_hour_offsets(&state.pool, &query.tz, query.from, query.to).await?;
-    let (table, time, key_column, key_filter) = match (hourly, query.by_key) {
-        (true, _) => ("usage_hours", "hour", "''", ""),
-        (false, by_key) => (
-            "usage_minutes",
-            "minute",
-            if by_key { "api_key_id" } else { "''" },
-            "AND (cardinality($7::text[]) = 0 OR api_key_id = ANY($7))",
-        ),
+    let key_column = if query.by_key { "api_key_id" } else { "''" };
+    let key_filter = "AND (cardinality($7::text[]) = 0 OR api_key_id = ANY($7))";
+    let (table, time, key_column, key_filter) = match source(&state.pool, query).await? {
+        Source::Hours => ("usage_hours", "hour", "''", ""),
+        Source::Days => ("usage_days", "day", key_column, key_filter),
+        Source::Minutes => ("usage_minutes", "minute", key_column, key_filter),
     };
     let rows: Vec<(String, String, String, i64)> = sqlx::query_as(&format!(
         // date_trunc with a zone truncates in that zone's calendar and returns the

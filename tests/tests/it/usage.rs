@@ -147,6 +147,45 @@ async fn day_buckets_follow_the_time_zone_across_a_dst_change_and_csv_has_a_head
         .map(|r| r["count"].as_i64().expect("count"))
         .collect();
     assert_eq!(counts, [1, 24, 24, 22]);
+    // Grouped by key in UTC, days come from the per-key daily rollup (one row per key
+    // and day); an update of a minute row (as a second process's flush does) reaches it.
+    let days_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_days")
+        .fetch_one(app.pool())
+        .await
+        .expect("days");
+    assert_eq!(days_rows, 4, "one rollup row per key and UTC day");
+    sqlx::query("UPDATE usage_minutes SET count = count + 2 WHERE minute = '2026-03-29T05:00:00Z'")
+        .execute(app.pool())
+        .await
+        .expect("update");
+    let utc_by_key = app
+        .get(
+            "/api/v1/usage?from=2026-03-27T00:00:00Z&to=2026-04-01T00:00:00Z&granularity=day&group_by=api_key",
+            &owner,
+        )
+        .await;
+    let counts: Vec<i64> = utc_by_key.body["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["count"].as_i64().expect("count"))
+        .collect();
+    assert_eq!(counts, [1, 24, 26, 22], "{}", utc_by_key.body);
+    let month_by_key = app
+        .get(
+            "/api/v1/usage?from=2026-03-01T00:00:00Z&to=2026-04-01T00:00:00Z&granularity=month&group_by=api_key&api_key_id=key_0123456789abcdef0123456789abcdef",
+            &owner,
+        )
+        .await;
+    assert_eq!(
+        month_by_key.body["data"][0]["count"], 73,
+        "{}",
+        month_by_key.body
+    );
+    sqlx::query("UPDATE usage_minutes SET count = count - 2 WHERE minute = '2026-03-29T05:00:00Z'")
+        .execute(app.pool())
+        .await
+        .expect("update back");
 
     // The same series from the minute rows (grouped by key, then summed) and from a zone
     // whose offset is not whole hours (minute rows too) agree with the rollup.
