@@ -34,6 +34,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rest::audit::router())
         .merge(rest::entitlements::router())
         .merge(rest::usage::router())
+        .merge(rest::seo::router())
+        .merge(rest::pixel::router())
         .split_for_parts();
     crate::http::openapi::scoping_parameters(&mut openapi);
     (router, openapi)

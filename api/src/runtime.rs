@@ -55,7 +55,7 @@ impl Role {
 }
 
 /// The durable read models, by subscriber name.
-pub const READ_MODELS: [&str; 9] = [
+pub const READ_MODELS: [&str; 11] = [
     identity::NAME,
     api_keys::NAME,
     data::projects::NAME,
@@ -65,6 +65,8 @@ pub const READ_MODELS: [&str; 9] = [
     data::deals::NAME,
     data::documents::NAME,
     webhooks::NAME,
+    pulsar_projections::usage::NAME,
+    pulsar_projections::seo::NAME,
 ];
 
 /// Rebuilds the named read model (`all`: every one, in turn) from the log, calling
@@ -106,6 +108,12 @@ pub async fn rebuild(
                 rebuild::rebuild(pool, &data::documents::Projection::default(), progress).await
             }
             webhooks::NAME => rebuild::rebuild(pool, &WebhooksProjection, progress).await,
+            pulsar_projections::usage::NAME => {
+                rebuild::rebuild(pool, &pulsar_projections::usage::UsageProjection, progress).await
+            }
+            pulsar_projections::seo::NAME => {
+                rebuild::rebuild(pool, &pulsar_projections::seo::SeoProjection, progress).await
+            }
             other => return Err(RebuildError::Unknown(other.to_string())),
         }?;
         reports.push(report);
@@ -176,6 +184,8 @@ impl Runtime {
             tasks.push(subscriptions.spawn(data::deals::Projection::default()));
             tasks.push(subscriptions.spawn(data::documents::Projection::default()));
             tasks.push(subscriptions.spawn(WebhooksProjection));
+            tasks.push(subscriptions.spawn(pulsar_projections::usage::UsageProjection));
+            tasks.push(subscriptions.spawn(pulsar_projections::seo::SeoProjection));
             tasks.push(subscriptions.spawn(pulsar_projections::audit::AuditLog));
         } else {
             tasks.extend(READ_MODELS.map(|name| subscriptions.follow(name)));
@@ -236,7 +246,8 @@ impl Runtime {
     }
 }
 
-/// Writes the in-memory usage counters and purges expired idempotency keys every
+/// Writes the in-memory usage counters (then checks the flushed workspaces' API-call
+/// thresholds), purges expired idempotency keys and forgets idle pixel IPs every
 /// `interval`, and once more at shutdown.
 async fn flush_usage(state: AppState, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -244,8 +255,22 @@ async fn flush_usage(state: AppState, interval: Duration, mut shutdown: watch::R
             _ = tokio::time::sleep(interval) => false,
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
-        if let Err(error) = state.usage.flush(&state.pool).await {
-            tracing::warn!(%error, "could not flush key usage; keeping the counts for the next try");
+        match state.usage.flush(&state.pool).await {
+            Ok(workspaces) => {
+                for workspace_id in workspaces {
+                    crate::application::alerts::spawn_observe(
+                        &state,
+                        &workspace_id,
+                        pulsar_domain::entitlements::Feature::ApiCalls,
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not flush key usage; keeping the counts for the next try");
+            }
+        }
+        if let Err(error) = crate::application::pixel::prune(&state).await {
+            tracing::warn!(%error, "could not prune the pixel rate window");
         }
         if let Err(error) = crate::http::idempotency::purge_expired(&state.pool).await {
             tracing::warn!(%error, "could not purge expired idempotency keys");

@@ -25,9 +25,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::api_key::{ApiKey, ApiKeyEvent};
+use crate::entitlements::{next_month, Period};
 use crate::metadata::Actor;
 use crate::record::{Record, RecordEvent, RecordKind};
 use crate::scopes::Role;
+use crate::tracking::{PixelEvent, PixelEventEvent, SeoEvent, SeoReport};
+use crate::usage::{EntitlementEvent, EntitlementPeriod, UsageEvent, UsageRecord};
 use crate::user::{User, UserEvent};
 use crate::webhook::{Webhook, WebhookEvent};
 use crate::workspace::{Tier, Workspace, WorkspaceEvent, WorkspaceSettings};
@@ -45,6 +48,8 @@ pub enum PublicResource {
     Webhook,
     /// Workspace data of the kind with this aggregate type (`Project`, ...).
     Record(&'static str),
+    /// A feature's standing against its limit (`entitlements.*`).
+    Entitlement,
 }
 
 /// One public event type.
@@ -75,7 +80,7 @@ const RECORD_TYPES: [EventType; 18] = record_types! {
     "documents", DocumentKind, "document";
 };
 
-const OTHER_TYPES: [EventType; 13] = [
+const OTHER_TYPES: [EventType; 14] = [
     EventType { name: "workspaces.created", description: "A workspace was created.", resource: PublicResource::Workspace },
     EventType { name: "workspaces.updated", description: "A workspace's name, settings or tier changed; `data` is the workspace after the change.", resource: PublicResource::Workspace },
     EventType { name: "workspaces.deleted", description: "A workspace was deleted; its keys and sessions stopped with it.", resource: PublicResource::Workspace },
@@ -88,6 +93,7 @@ const OTHER_TYPES: [EventType; 13] = [
     EventType { name: "api_keys.revoked", description: "An API key was revoked; it stopped working at once.", resource: PublicResource::ApiKey },
     EventType { name: "api_keys.expired", description: "A rotated API key's grace period ended; it no longer works.", resource: PublicResource::ApiKey },
     EventType { name: "webhooks.disabled", description: "A webhook endpoint of the workspace was disabled (it answered 410 Gone, or had no success for too long); `disabled_reason` says why. Delivered to the workspace's other endpoints.", resource: PublicResource::Webhook },
+    EventType { name: "entitlements.threshold_reached", description: "A feature's usage passed 80% or 100% of the tier's limit (`threshold`); sent once per feature, threshold and UTC month.", resource: PublicResource::Entitlement },
     EventType { name: "webhooks.test", description: "Sent by `POST /webhooks/{id}/test` to that endpoint only, never stored; `data` is the endpoint.", resource: PublicResource::Webhook },
 ];
 
@@ -549,6 +555,85 @@ impl Published for Webhook {
             }
         }
     }
+}
+
+// Usage, entitlements, tracking ------------------------------------------------------------
+
+/// A feature's standing when it passed a threshold, as `entitlements.threshold_reached`
+/// carries it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ThresholdData {
+    pub workspace_id: String,
+    /// `projects`, `api_calls`, ...
+    pub feature: String,
+    /// 80 or 100: the percentage of the limit passed.
+    pub threshold: u8,
+    /// Usage when it was noticed (at or above the threshold).
+    pub used: u64,
+    pub limit: u64,
+    /// The UTC month the alert belongs to, `YYYY-MM`; each threshold is sent once in it.
+    pub period: String,
+    /// When monthly usage (API calls, pixel events) starts again from zero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<String>,
+}
+
+impl Published for EntitlementPeriod {
+    type View = ThresholdData;
+
+    fn public_type(event: &EntitlementEvent) -> Option<&'static str> {
+        match event {
+            EntitlementEvent::ThresholdReached { .. } => Some("entitlements.threshold_reached"),
+        }
+    }
+
+    fn fold(view: &mut ThresholdData, event: &EntitlementEvent, _: &Envelope<'_>) {
+        match event {
+            EntitlementEvent::ThresholdReached {
+                workspace_id,
+                feature,
+                threshold,
+                used,
+                limit,
+                period_start,
+            } => {
+                *view = ThresholdData {
+                    workspace_id: workspace_id.clone(),
+                    feature: feature.as_str().to_string(),
+                    threshold: *threshold,
+                    used: *used,
+                    limit: *limit,
+                    period: period_start.format("%Y-%m").to_string(),
+                    reset_at: (feature.period() == Period::Monthly)
+                        .then(|| timestamp(next_month(*period_start))),
+                };
+            }
+        }
+    }
+}
+
+/// Recorded usage, pixel events and SEO reports are internal facts: they feed usage and
+/// read models and stay in the audit log, but are not sent to webhooks (a busy site's
+/// pageviews would drown its receivers).
+macro_rules! internal {
+    ($($aggregate:ty, $event:ty;)*) => {$(
+        impl Published for $aggregate {
+            type View = ();
+
+            fn public_type(_: &$event) -> Option<&'static str> {
+                None
+            }
+
+            fn fold(_: &mut (), _: &$event, _: &Envelope<'_>) {}
+        }
+    )*};
+}
+
+internal! {
+    UsageRecord, UsageEvent;
+    PixelEvent, PixelEventEvent;
+    SeoReport, SeoEvent;
 }
 
 // Workspace data ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 //! gives each feature a limit, or none ([`Tier::limit`]); the rate limit and burst per
 //! tier are [`Tier::rate_limit`].
 
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::workspace::Tier;
@@ -96,6 +97,25 @@ impl Feature {
     }
 }
 
+/// The start of the UTC month `at` is in: when monthly usage started counting.
+pub fn month_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(at)
+}
+
+/// The start of the UTC month after the one `at` is in: when monthly usage resets.
+pub fn next_month(at: DateTime<Utc>) -> DateTime<Utc> {
+    let (year, month) = if at.month() == 12 {
+        (at.year() + 1, 1)
+    } else {
+        (at.year(), at.month() + 1)
+    };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(at)
+}
+
 const MB: u64 = 1024 * 1024;
 
 impl Tier {
@@ -153,5 +173,26 @@ mod tests {
         assert_eq!(Tier::Enterprise.limit(Feature::Tasks), None);
         assert_eq!(Feature::ApiCalls.period(), Period::Monthly);
         assert_eq!(Feature::parse("bogus"), None);
+    }
+
+    #[test]
+    fn monthly_usage_resets_at_the_next_utc_month() {
+        let at = |y, m, d| {
+            Utc.with_ymd_and_hms(y, m, d, 13, 5, 0)
+                .single()
+                .expect("time")
+        };
+        assert_eq!(
+            next_month(at(2026, 12, 31)),
+            Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            next_month(at(2026, 2, 1)),
+            Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            month_start(at(2026, 2, 17)),
+            Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap()
+        );
     }
 }

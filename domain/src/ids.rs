@@ -35,6 +35,11 @@ pub mod prefix {
     pub const REQUEST: &str = "req";
     pub const WEBHOOK: &str = "wh";
     pub const DELIVERY: &str = "dlv";
+    /// A usage recording.
+    pub const USAGE: &str = "usg";
+    /// One tracked pixel event.
+    pub const PIXEL_EVENT: &str = "pxe";
+    pub const SEO_REPORT: &str = "seo";
 }
 
 #[cfg(test)]

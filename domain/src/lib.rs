@@ -18,6 +18,9 @@
 //! - [`catalog`]: the public event catalog: every internal event's public type and the
 //!   payload folded from its stream (what webhooks, audit exports and MCP show).
 //! - [`entitlements`]: the tier catalog ([`entitlements::Feature`], limits per tier).
+//! - [`usage`]: usage recorded as events, and the threshold alerts (once per feature,
+//!   threshold and UTC month).
+//! - [`tracking`]: pixel pageviews and SEO reports.
 //! - [`webhook`]: the webhook endpoint aggregate (where a workspace's events are sent).
 //! - [`record`]: the generic aggregate behind all workspace data; [`workspace_data`]:
 //!   its kinds (projects, tasks, contacts, companies, deals, documents).
@@ -33,6 +36,8 @@ pub mod merkle;
 pub mod metadata;
 pub mod record;
 pub mod scopes;
+pub mod tracking;
+pub mod usage;
 pub mod user;
 pub mod validate;
 pub mod webhook;

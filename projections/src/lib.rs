@@ -21,6 +21,8 @@
 //! - [`key_table`]: the in-memory key table every process verifies keys against.
 //! - [`webhooks`]: the webhook endpoints read model, and the endpoint and delivery lists.
 //! - [`workspace_data`]: projects, tasks, contacts, companies, deals and documents.
+//! - [`usage`]: usage that arrives as events (recordings, pixel events) into `usage_minutes`.
+//! - [`seo`]: each URL's latest SEO report and its issues.
 
 pub mod api_keys;
 pub mod audit;
@@ -31,7 +33,9 @@ pub mod log;
 pub mod position;
 pub mod public;
 pub mod rebuild;
+pub mod seo;
 pub mod subscription;
+pub mod usage;
 pub mod webhooks;
 pub mod workspace_data;
 

@@ -9,6 +9,8 @@ use cqrs_es::Aggregate;
 use pulsar_domain::api_key::ApiKey;
 use pulsar_domain::catalog::{fold_view, publish, Envelope, PublicEvent, Published};
 use pulsar_domain::metadata::{Actor, ActorType};
+use pulsar_domain::tracking::{PixelEvent, SeoReport};
+use pulsar_domain::usage::{EntitlementPeriod, UsageRecord};
 use pulsar_domain::user::User;
 use pulsar_domain::webhook::Webhook;
 use pulsar_domain::workspace::Workspace;
@@ -75,6 +77,10 @@ pub fn publish_stream(events: &[StoredEvent]) -> Result<Vec<Option<PublicEvent>>
         Deal::TYPE => stream::<Deal>(events),
         Document::TYPE => stream::<Document>(events),
         Webhook::TYPE => stream::<Webhook>(events),
+        EntitlementPeriod::TYPE => stream::<EntitlementPeriod>(events),
+        UsageRecord::TYPE => stream::<UsageRecord>(events),
+        PixelEvent::TYPE => stream::<PixelEvent>(events),
+        SeoReport::TYPE => stream::<SeoReport>(events),
         other => Err(ProjectionError::Decode(format!(
             "no public catalog entry for aggregate type {other}"
         ))),

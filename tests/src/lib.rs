@@ -451,6 +451,74 @@ pub async fn every_kind_of_command(app: &TestApp) -> User {
             .await
             .expect(204);
     }
+    // Usage recorded as an event, a pixel event, and two SEO reports of one URL (the
+    // second replaces the first's issues) beside a report of another URL.
+    app.post(
+        &format!("{V1}/entitlements/usage"),
+        &owner,
+        json!({"feature": "api_calls", "quantity": 3, "metadata": {"job": "export"}}),
+    )
+    .await
+    .expect(200);
+    // Enough pixel events recorded to pass 80% of the tier's monthly allowance: a
+    // threshold alert (recorded in the background; waited for).
+    let check = app
+        .get(
+            &format!("{V1}/entitlements/check?feature=pixel_events"),
+            &owner,
+        )
+        .await;
+    let limit = check.body["limit"].as_u64().expect("a limited tier");
+    app.post(
+        &format!("{V1}/entitlements/usage"),
+        &owner,
+        json!({"feature": "pixel_events", "quantity": limit * 4 / 5}),
+    )
+    .await
+    .expect(200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM events WHERE event_type = 'ThresholdReached'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .expect("count")
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "no threshold alert");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let workspace = app
+        .get(&format!("{V1}/workspaces/{}", owner.workspace_id), &owner)
+        .await;
+    let pixel = workspace.body["data"]["pixel_id"]
+        .as_str()
+        .expect("pixel id")
+        .to_string();
+    app.call(
+        "POST",
+        &format!("{V1}/pixel/track"),
+        None,
+        Some(json!({"pixel_id": pixel, "event": "pageview", "url": "https://shop.example/"})),
+        &[],
+    )
+    .await
+    .expect(202);
+    for (url, severity) in [
+        ("https://shop.example/", "high"),
+        ("https://shop.example/", "low"),
+        ("https://shop.example/about", "critical"),
+    ] {
+        app.post(
+            &format!("{V1}/seo/report"),
+            &owner,
+            json!({"url": url,
+                   "scores": {"performance": 90, "accessibility": 80, "best_practices": 70, "seo": 60},
+                   "issues": [{"type": "missing_alt", "severity": severity, "element": "img"}]}),
+        )
+        .await
+        .expect(201);
+    }
     // A webhook endpoint's whole life; `.invalid` never resolves, so nothing is sent.
     let hook = app
         .post(

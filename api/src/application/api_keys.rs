@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use pulsar_domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyPatch, ApiKeySettings, MAX_GRACE_HOURS};
+use pulsar_domain::entitlements::Feature;
 use pulsar_domain::ids;
 use pulsar_domain::keys::NewKey;
 use pulsar_domain::scopes::{Action, Permission, Resource, ScopeSet};
@@ -144,20 +145,32 @@ pub async fn get(
 /// Creates a key with at most the caller's own scopes.
 pub async fn create(state: &AppState, auth: &Auth, settings: ApiKeySettings) -> Result<Issued> {
     auth.require(WRITE)?;
-    let (key_id, key) = issue(
+    let (turn_state, turn_auth) = (state.clone(), auth.clone());
+    // Rotation issues keys too, but never waits on the limit: replacing a leaked key
+    // must always be possible.
+    super::limits::create_within(
         state,
         &auth.workspace_id,
-        settings,
-        auth.principal.actor(),
-        None,
-        auth.scopes,
-        &auth.metadata(),
+        Feature::ApiKeys,
+        move || async move {
+            let (state, auth) = (turn_state, turn_auth);
+            let (key_id, key) = issue(
+                &state,
+                &auth.workspace_id,
+                settings,
+                auth.principal.actor(),
+                None,
+                auth.scopes,
+                &auth.metadata(),
+            )
+            .await?;
+            Ok(Issued {
+                item: item(&state, &auth.workspace_id, &key_id).await?,
+                key,
+            })
+        },
     )
-    .await?;
-    Ok(Issued {
-        item: item(state, &auth.workspace_id, &key_id).await?,
-        key,
-    })
+    .await
 }
 
 /// Changes a key's name, scopes, allowlist, expiry, age policy or tier; in force on

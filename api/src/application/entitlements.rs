@@ -2,13 +2,15 @@
 //! (`/entitlements/check`, `/entitlements/summary`).
 //!
 //! Counted features come from the read models (live records, keys, endpoints, members);
-//! API calls from the metered usage's hourly rollup since the start of the UTC month; storage is
-//! the bytes of the workspace's documents. Pixel events are counted once pixel tracking
-//! records them (none yet: the feature is not built, so its usage is truly zero).
+//! API calls and pixel events from usage's hourly rollup since the start of the UTC month
+//! (metered calls, recorded usage and tracked pixel events all land there); storage is
+//! the bytes of the workspace's documents.
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
-use pulsar_domain::entitlements::{Feature, Period};
+use chrono::{DateTime, Utc};
+use pulsar_domain::entitlements::{month_start, next_month, Feature, Period};
+use pulsar_domain::ids::{self, prefix};
 use pulsar_domain::scopes::{Action, Permission, Resource};
+use pulsar_domain::usage::{UsageCommand, UsageRecord};
 use pulsar_domain::workspace::Tier;
 use serde::Serialize;
 use serde_json::Value;
@@ -17,24 +19,6 @@ use sqlx::Row;
 use super::{AppState, Auth, Error, Result};
 
 const READ: Permission = Permission(Resource::Entitlements, Action::Read);
-
-/// The start of the UTC month after `now`: when monthly usage resets.
-pub fn next_month(now: DateTime<Utc>) -> DateTime<Utc> {
-    let (year, month) = if now.month() == 12 {
-        (now.year() + 1, 1)
-    } else {
-        (now.year(), now.month() + 1)
-    };
-    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
-        .single()
-        .unwrap_or(now)
-}
-
-fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-        .single()
-        .unwrap_or(now)
-}
 
 /// One feature's standing.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -83,9 +67,11 @@ async fn usage(state: &AppState, workspace_id: &str) -> Result<(Tier, Vec<(Featu
                     AND api_key_status(k, now()) IN ('active', 'rotating')) AS api_keys,
                 (SELECT count(*) FROM webhooks h WHERE h.workspace_id = w.id) AS webhooks,
                 (SELECT count(*) FROM workspace_members m WHERE m.workspace_id = w.id) AS members,
-                (SELECT coalesce(sum(u.count), 0)::bigint FROM usage_hours u
-                  WHERE u.workspace_id = w.id AND u.feature = 'api_calls'
-                    AND u.hour >= $2) AS api_calls,
+                (SELECT coalesce(jsonb_object_agg(m.feature, m.count), '{}'::jsonb)
+                   FROM (SELECT u.feature, sum(u.count)::bigint AS count FROM usage_hours u
+                          WHERE u.workspace_id = w.id AND u.hour >= $2
+                            AND u.feature IN ('api_calls', 'pixel_events')
+                          GROUP BY u.feature) m) AS monthly,
                 (SELECT coalesce(sum(octet_length(d.title) + octet_length(d.body)), 0)::bigint
                    FROM documents d WHERE d.workspace_id = w.id) AS storage
            FROM workspaces w WHERE w.id = $1",
@@ -97,6 +83,7 @@ async fn usage(state: &AppState, workspace_id: &str) -> Result<(Tier, Vec<(Featu
     .ok_or_else(|| Error::not_found("Workspace"))?;
     let tier = Tier::parse(row.try_get::<&str, _>("tier")?).unwrap_or_default();
     let records: Value = row.try_get("records")?;
+    let monthly: Value = row.try_get("monthly")?;
     let count = |name: &str| -> Result<u64> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
     let mut out = Vec::with_capacity(Feature::ALL.len());
     for feature in Feature::ALL {
@@ -104,14 +91,114 @@ async fn usage(state: &AppState, workspace_id: &str) -> Result<(Tier, Vec<(Featu
             Feature::ApiKeys => count("api_keys")?,
             Feature::Webhooks => count("webhooks")?,
             Feature::Members => count("members")?,
-            Feature::ApiCalls => count("api_calls")?,
+            Feature::ApiCalls | Feature::PixelEvents => {
+                monthly[feature.as_str()].as_u64().unwrap_or(0)
+            }
             Feature::Storage => count("storage")?,
-            Feature::PixelEvents => 0,
             records_feature => records[records_feature.as_str()].as_u64().unwrap_or(0),
         };
         out.push((feature, used));
     }
     Ok((tier, out))
+}
+
+/// The workspace's tier and its usage of `feature`.
+pub async fn used(state: &AppState, workspace_id: &str, feature: Feature) -> Result<(Tier, u64)> {
+    let (tier, usage) = usage(state, workspace_id).await?;
+    let used = usage
+        .into_iter()
+        .find(|(f, _)| *f == feature)
+        .map_or(0, |(_, used)| used);
+    Ok((tier, used))
+}
+
+/// What `POST /entitlements/usage` answers.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Recorded {
+    /// `false` when the quantity would pass the limit: nothing was recorded.
+    pub recorded: bool,
+    pub feature: &'static str,
+    /// Usage this period, including this recording when it was recorded.
+    pub current_usage: u64,
+    /// `null`: no limit on this tier.
+    pub limit: Option<u64>,
+}
+
+/// `POST /entitlements/usage`: records `quantity` of a metered feature as an event,
+/// unless it would pass the tier's limit. Recording and counting take the same turn per
+/// (workspace, feature) as limited creations, so concurrent recordings cannot overshoot.
+pub async fn record_usage(
+    state: &AppState,
+    auth: &Auth,
+    feature: Feature,
+    quantity: u64,
+    metadata: Option<Value>,
+) -> Result<Recorded> {
+    auth.require(Permission(Resource::Entitlements, Action::Write))?;
+    pulsar_domain::usage::validate_recording(feature, quantity, metadata.as_ref()).into_result()?;
+    let (tier, _) = used(state, &auth.workspace_id, feature).await?;
+    let recorded = if tier.limit(feature).is_none() {
+        record_counted(state, auth, feature, quantity, metadata).await?
+    } else {
+        let (state, auth) = (state.clone(), auth.clone());
+        tokio::spawn(async move {
+            let hold = state
+                .limits
+                .hold(&state.pool, &auth.workspace_id, feature)
+                .await?;
+            let recorded = record_counted(&state, &auth, feature, quantity, metadata).await;
+            hold.release().await;
+            recorded
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("a recording's task failed: {error}")))??
+    };
+    if recorded.recorded {
+        super::alerts::spawn_observe(state, &auth.workspace_id, feature);
+    }
+    Ok(recorded)
+}
+
+/// Records once the count (taken in the turn, when there is one) allows it.
+async fn record_counted(
+    state: &AppState,
+    auth: &Auth,
+    feature: Feature,
+    quantity: u64,
+    metadata: Option<Value>,
+) -> Result<Recorded> {
+    let (tier, current) = used(state, &auth.workspace_id, feature).await?;
+    let limit = tier.limit(feature);
+    if limit.is_some_and(|limit| current.saturating_add(quantity) > limit) {
+        return Ok(Recorded {
+            recorded: false,
+            feature: feature.as_str(),
+            current_usage: current,
+            limit,
+        });
+    }
+    let command = UsageCommand::RecordUsage {
+        workspace_id: auth.workspace_id.clone(),
+        feature,
+        quantity,
+        metadata,
+    };
+    let id = ids::new_id(prefix::USAGE);
+    state
+        .commands
+        .create::<UsageRecord>(
+            &id,
+            command,
+            &auth.metadata(),
+            &[pulsar_projections::usage::NAME],
+        )
+        .await?;
+    Ok(Recorded {
+        recorded: true,
+        feature: feature.as_str(),
+        current_usage: current.saturating_add(quantity),
+        limit,
+    })
 }
 
 /// `GET /entitlements/summary`: every feature's standing.
@@ -197,27 +284,6 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn monthly_usage_resets_at_the_next_utc_month() {
-        let at = |y, m, d| {
-            Utc.with_ymd_and_hms(y, m, d, 13, 5, 0)
-                .single()
-                .expect("time")
-        };
-        assert_eq!(
-            next_month(at(2026, 12, 31)),
-            Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            next_month(at(2026, 2, 1)),
-            Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            month_start(at(2026, 2, 17)),
-            Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap()
-        );
-    }
 
     #[test]
     fn standings_say_what_is_left() {

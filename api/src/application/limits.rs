@@ -13,7 +13,7 @@ use pulsar_domain::entitlements::Feature;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::{Error, Result};
+use super::{AppState, Error, Result};
 
 /// In-process stripes: unrelated workspaces rarely share one, and the map never grows.
 const STRIPES: usize = 64;
@@ -85,4 +85,61 @@ impl LimitHold<'_> {
             tracing::warn!(%error, "could not end a limit lock's transaction; it rolls back");
         }
     }
+}
+
+/// 403 `feature_limit_reached` when `used` leaves no room under `tier`'s limit.
+pub fn refuse_when_full(
+    state: &AppState,
+    tier: pulsar_domain::workspace::Tier,
+    feature: Feature,
+    used: u64,
+) -> Result<()> {
+    match tier.limit(feature) {
+        Some(limit) if used >= limit => Err(Error::FeatureLimitReached {
+            feature: feature.as_str(),
+            limit: limit as i64,
+            tier: tier.as_str(),
+            upgrade_url: state.config.upgrade_url.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `create`, one more of `feature` in `workspace_id`, within the tier's limit: when
+/// the tier limits the feature, the count and the creation take the (workspace, feature)
+/// turn in a task of their own (a client that goes away cannot cut it short), and a full
+/// workspace gets 403 `feature_limit_reached`. `create` must wait until the read model
+/// the count reads has its item. Afterwards the feature's thresholds are checked.
+pub async fn create_within<T, F, Fut>(
+    state: &AppState,
+    workspace_id: &str,
+    feature: Feature,
+    create: F,
+) -> Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tier, _) = super::entitlements::used(state, workspace_id, feature).await?;
+    if tier.limit(feature).is_none() {
+        return create().await;
+    }
+    let (turn_state, workspace) = (state.clone(), workspace_id.to_string());
+    let created = tokio::spawn(async move {
+        let state = turn_state;
+        let hold = state.limits.hold(&state.pool, &workspace, feature).await?;
+        let created = async {
+            let (tier, used) = super::entitlements::used(&state, &workspace, feature).await?;
+            refuse_when_full(&state, tier, feature, used)?;
+            create().await
+        }
+        .await;
+        hold.release().await;
+        created
+    })
+    .await
+    .map_err(|error| Error::Internal(format!("a creation's task failed: {error}")))??;
+    super::alerts::spawn_observe(state, workspace_id, feature);
+    Ok(created)
 }

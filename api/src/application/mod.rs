@@ -23,6 +23,7 @@
 //! - [`state`]: [`AppState`], the handles every use case shares (pool, commands,
 //!   subscriptions, key table, limiter, clock, config).
 
+pub mod alerts;
 pub mod api_keys;
 pub mod as_of;
 pub mod audit;
@@ -36,8 +37,10 @@ pub mod error;
 pub mod event_store;
 pub mod identity;
 pub mod limits;
+pub mod pixel;
 pub mod rate_limit;
 pub mod records;
+pub mod seo;
 pub mod state;
 pub mod usage;
 pub mod webhooks;

@@ -278,8 +278,10 @@ pub async fn create<R: Resource>(
     if first.tier.limit(R::FEATURE).is_none() {
         return create_counted::<R>(state, auth, fields, first).await;
     }
-    let (state, auth) = (state.clone(), auth.clone());
-    tokio::spawn(async move {
+    let tier = first.tier;
+    let (turn_state, turn_auth) = (state.clone(), auth.clone());
+    let created = tokio::spawn(async move {
+        let (state, auth) = (turn_state, turn_auth);
         let hold = state
             .limits
             .hold(&state.pool, &auth.workspace_id, R::FEATURE)
@@ -293,7 +295,14 @@ pub async fn create<R: Resource>(
         created
     })
     .await
-    .map_err(|error| Error::Internal(format!("a creation's task failed: {error}")))?
+    .map_err(|error| Error::Internal(format!("a creation's task failed: {error}")))?;
+    if created.is_ok() {
+        super::alerts::spawn_observe(state, &auth.workspace_id, R::FEATURE);
+        if tier.limit(Feature::Storage).is_some() && R::FEATURE == Feature::Documents {
+            super::alerts::spawn_observe(state, &auth.workspace_id, Feature::Storage);
+        }
+    }
+    created
 }
 
 /// Creates an item once `precheck` (its count and references) allows it.

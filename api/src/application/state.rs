@@ -34,6 +34,8 @@ pub struct AppState {
     pub counts: Arc<CountCache>,
     /// Turns for creations that count toward a tier limit.
     pub limits: Arc<LimitLocks>,
+    /// Threshold alerts this process knows were recorded.
+    pub alerted: Arc<crate::application::alerts::Alerted>,
     /// Webhook sending, secret sealing and the SSRF guard (its claim loop runs only in
     /// processes with the dispatcher role).
     pub dispatcher: Dispatcher,
@@ -81,6 +83,7 @@ impl AppState {
             clock: Arc::default(),
             counts: Arc::default(),
             limits: Arc::default(),
+            alerted: Arc::default(),
         })
     }
 }

@@ -45,13 +45,14 @@ impl KeyUsage {
     }
 
     /// Writes what was counted; on failure the counts are put back for the next flush.
-    pub async fn flush(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
+    /// Returns the workspaces whose calls were written.
+    pub async fn flush(&self, pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
         let batch: Vec<((String, DateTime<Utc>), Pending)> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_iter()
                 .collect();
         if batch.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut keys = Vec::with_capacity(batch.len());
         let mut workspaces = Vec::with_capacity(batch.len());
@@ -112,7 +113,10 @@ impl KeyUsage {
             }
             return Err(error);
         }
-        Ok(batch.len())
+        let mut flushed: Vec<String> = batch.into_iter().map(|(_, p)| p.workspace_id).collect();
+        flushed.sort_unstable();
+        flushed.dedup();
+        Ok(flushed)
     }
 }
 
@@ -201,10 +205,6 @@ async fn zones(pool: &PgPool) -> Result<&'static std::collections::HashSet<Strin
         .await
 }
 
-fn aligned(at: DateTime<Utc>, step: TimeDelta) -> bool {
-    at.duration_trunc(step).is_ok_and(|t| t == at)
-}
-
 /// Longest range checked hour by hour for the rollups; longer ones read the minutes.
 const MAX_ROLLUP_HOURS: i64 = 5 * 366 * 24;
 
@@ -235,39 +235,67 @@ async fn offsets_divisible(
     .await
 }
 
-/// Where a query's counts are read: the finest table whose rows are whole buckets.
+/// A rollup that can serve part of a query: its table, time column and row width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// Per key and minute: any query.
-    Minutes,
-    /// Per workspace and UTC hour: whole-workspace series, hour-aligned bounds, a zone of
-    /// whole-hour offsets.
-    Hours,
-    /// Per key and UTC day: days or months, day-aligned bounds, a zone at offset zero.
-    Days,
+struct Rollup {
+    table: &'static str,
+    time: &'static str,
+    step: TimeDelta,
+    /// Whether its rows keep the key (else only whole-workspace series may read it).
+    keyed: bool,
 }
 
-async fn source(pool: &PgPool, query: &UsageQuery) -> Result<Source, sqlx::Error> {
-    let (hour, day) = (TimeDelta::hours(1), TimeDelta::days(1));
+/// Per workspace and UTC hour.
+const HOURS: Rollup = Rollup {
+    table: "usage_hours",
+    time: "hour",
+    step: TimeDelta::hours(1),
+    keyed: false,
+};
+/// Per key and UTC day.
+const DAYS: Rollup = Rollup {
+    table: "usage_days",
+    time: "day",
+    step: TimeDelta::days(1),
+    keyed: true,
+};
+
+/// The coarsest rollup whose rows each fall inside one bucket of the query: days (days
+/// or months, keyed, a zone at offset zero throughout), else hours (whole-workspace
+/// series in a zone of whole-hour offsets), else none (the minutes). The whole rollup
+/// rows inside `[from, to)` are read from it, the edges from the minutes.
+async fn rollup(pool: &PgPool, query: &UsageQuery) -> Result<Option<Rollup>, sqlx::Error> {
     let whole_workspace = !query.by_key && query.api_key_ids.is_empty();
-    if matches!(query.granularity, Granularity::Day | Granularity::Month)
-        && aligned(query.from, day)
-        && aligned(query.to, day)
-        && offsets_divisible(pool, &query.tz, query.from, query.to, 86_400).await?
-        // Whole-workspace series stay on the hours: fewer rows than days of many keys.
-        && !whole_workspace
-    {
-        return Ok(Source::Days);
+    let candidates: &[Rollup] = match (query.granularity, whole_workspace) {
+        (Granularity::Minute, _) => &[],
+        (Granularity::Hour, true) => &[HOURS],
+        (Granularity::Hour, false) => &[],
+        // A day of many keys is more rows than 24 hours of the whole workspace.
+        (Granularity::Day | Granularity::Month, true) => &[HOURS],
+        (Granularity::Day | Granularity::Month, false) => &[DAYS],
+    };
+    for candidate in candidates {
+        let modulus = if candidate.step == DAYS.step {
+            86_400
+        } else {
+            3_600
+        };
+        if (candidate.keyed || whole_workspace)
+            && offsets_divisible(pool, &query.tz, query.from, query.to, modulus).await?
+        {
+            return Ok(Some(*candidate));
+        }
     }
-    if whole_workspace
-        && query.granularity != Granularity::Minute
-        && aligned(query.from, hour)
-        && aligned(query.to, hour)
-        && offsets_divisible(pool, &query.tz, query.from, query.to, 3_600).await?
-    {
-        return Ok(Source::Hours);
+    Ok(None)
+}
+
+/// The first multiple of `step` (since the epoch) at or after `at`.
+fn ceil(at: DateTime<Utc>, step: TimeDelta) -> DateTime<Utc> {
+    match at.duration_trunc(step) {
+        Ok(floor) if floor == at => at,
+        Ok(floor) => floor + step,
+        Err(_) => at,
     }
-    Ok(Source::Minutes)
 }
 
 /// The workspace's metered usage in buckets aligned to the query's time zone (days and
@@ -306,21 +334,56 @@ pub async fn query(
     }
     let key_column = if query.by_key { "api_key_id" } else { "''" };
     let key_filter = "AND (cardinality($7::text[]) = 0 OR api_key_id = ANY($7))";
-    let (table, time, key_column, key_filter) = match source(&state.pool, query).await? {
-        Source::Hours => ("usage_hours", "hour", "''", ""),
-        Source::Days => ("usage_days", "day", key_column, key_filter),
-        Source::Minutes => ("usage_minutes", "minute", key_column, key_filter),
+    // Rows of [lo, hi) of one table; $4/$5 are the query's bounds, $8/$9 the rollup's
+    // whole rows inside them.
+    let part = |table: &str, time: &str, keyed: bool, lo: &str, hi: &str| {
+        format!(
+            "SELECT {time} AS at, feature, {key} AS key, count FROM {table}
+              WHERE workspace_id = $1 AND {time} >= {lo} AND {time} < {hi}
+                AND ($6::text IS NULL OR feature = $6) {filter}",
+            key = if keyed { key_column } else { "''" },
+            filter = if keyed { key_filter } else { "" },
+        )
+    };
+    let (inner, inner_from, inner_to) = match rollup(&state.pool, query).await? {
+        Some(r) => {
+            let (lo, hi) = (
+                ceil(query.from, r.step),
+                query.to.duration_trunc(r.step).unwrap_or(query.to),
+            );
+            if lo < hi {
+                (
+                    [
+                        part("usage_minutes", "minute", true, "$4", "$8"),
+                        part(r.table, r.time, r.keyed, "$8", "$9"),
+                        part("usage_minutes", "minute", true, "$9", "$5"),
+                    ]
+                    .join(" UNION ALL "),
+                    lo,
+                    hi,
+                )
+            } else {
+                (
+                    part("usage_minutes", "minute", true, "$4", "$5"),
+                    query.from,
+                    query.to,
+                )
+            }
+        }
+        None => (
+            part("usage_minutes", "minute", true, "$4", "$5"),
+            query.from,
+            query.to,
+        ),
     };
     let rows: Vec<(String, String, String, i64)> = sqlx::query_as(&format!(
         // date_trunc with a zone truncates in that zone's calendar and returns the
         // instant, so the two 02:00 hours of a fall-back night stay two buckets.
-        "WITH buckets AS (
-             SELECT date_trunc($2, {time}, $3) AS bucket, feature,
-                    {key_column} AS key, sum(count)::bigint AS count
-               FROM {table}
-              WHERE workspace_id = $1 AND {time} >= $4 AND {time} < $5
-                AND ($6::text IS NULL OR feature = $6)
-                AND cardinality($7::text[]) >= 0 {key_filter}
+        "WITH counted AS ({inner}),
+         buckets AS (
+             SELECT date_trunc($2, at, $3) AS bucket, feature, key, sum(count)::bigint AS count
+               FROM counted
+              WHERE cardinality($7::text[]) >= 0 AND $8::timestamptz <= $9::timestamptz
               GROUP BY 1, 2, 3)
          SELECT to_char(local, 'YYYY-MM-DD\"T\"HH24:MI:SS')
                 || CASE WHEN off < interval '0' THEN '-' ELSE '+' END
@@ -338,6 +401,8 @@ pub async fn query(
     .bind(query.to)
     .bind(query.feature.map(|f| f.as_str()))
     .bind(&query.api_key_ids)
+    .bind(inner_from)
+    .bind(inner_to)
     .fetch_all(&state.pool)
     .await?;
     Ok(rows

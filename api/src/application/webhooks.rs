@@ -13,6 +13,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Duration, Utc};
 use pulsar_dispatcher::queue::{self, Replay, RetryError};
 use pulsar_dispatcher::{secrets, EndpointControl};
+use pulsar_domain::entitlements::Feature;
 use pulsar_domain::ids::{self, prefix};
 use pulsar_domain::scopes::{Action, Permission, Resource};
 use pulsar_domain::webhook::{
@@ -185,25 +186,35 @@ pub async fn create(
         return Err(Error::Validation(errors));
     }
     check_url(state, &normalized.url)?;
-    let fingerprint = store_secret(state, &id, &secret).await?;
-    let command = WebhookCommand::CreateWebhook {
-        workspace_id: auth.workspace_id.clone(),
-        settings,
-        secret_fingerprint: fingerprint,
-        created_by: auth.principal.actor(),
-    };
-    if let Err(error) = state
-        .commands
-        .execute::<Webhook>(&id, command, &auth.metadata(), READ_MODELS)
-        .await
-    {
-        sqlx::query("DELETE FROM webhook_secrets WHERE endpoint_id = $1")
-            .bind(&id)
-            .execute(&state.pool)
-            .await?;
-        return Err(error);
-    }
-    Ok((item(state, &auth.workspace_id, &id).await?, secret))
+    let (turn_state, turn_auth) = (state.clone(), auth.clone());
+    super::limits::create_within(
+        state,
+        &auth.workspace_id,
+        Feature::Webhooks,
+        move || async move {
+            let (state, auth) = (turn_state, turn_auth);
+            let fingerprint = store_secret(&state, &id, &secret).await?;
+            let command = WebhookCommand::CreateWebhook {
+                workspace_id: auth.workspace_id.clone(),
+                settings,
+                secret_fingerprint: fingerprint,
+                created_by: auth.principal.actor(),
+            };
+            if let Err(error) = state
+                .commands
+                .execute::<Webhook>(&id, command, &auth.metadata(), READ_MODELS)
+                .await
+            {
+                sqlx::query("DELETE FROM webhook_secrets WHERE endpoint_id = $1")
+                    .bind(&id)
+                    .execute(&state.pool)
+                    .await?;
+                return Err(error);
+            }
+            Ok((item(&state, &auth.workspace_id, &id).await?, secret))
+        },
+    )
+    .await
 }
 
 /// Changes an endpoint; `is_active: true` on a disabled one clears its reason.

@@ -7,6 +7,7 @@
 //! the tier) are the `Workspace` aggregate's.
 
 use chrono::{DateTime, Utc};
+use pulsar_domain::entitlements::Feature;
 use pulsar_domain::ids::{self, prefix};
 use pulsar_domain::scopes::{Action, Permission, Resource, Role};
 use pulsar_domain::validate;
@@ -291,16 +292,21 @@ pub async fn add_member(
     let user_id = accounts::user_id_by_email(state, &email)
         .await?
         .ok_or_else(|| Error::invalid("email", "No user with this email address exists."))?;
-    let command = WorkspaceCommand::AddMember {
-        user_id: user_id.clone(),
-        role,
-        by: auth.acting_role(),
-    };
-    state
-        .commands
-        .execute::<Workspace>(id, command, &auth.metadata(), &[identity::NAME])
-        .await?;
-    member_item(state, id, &user_id).await
+    let (turn_state, workspace_id) = (state.clone(), id.to_string());
+    super::limits::create_within(state, id, Feature::Members, move || async move {
+        let state = turn_state;
+        let command = WorkspaceCommand::AddMember {
+            user_id: user_id.clone(),
+            role,
+            by: auth.acting_role(),
+        };
+        state
+            .commands
+            .execute::<Workspace>(&workspace_id, command, &auth.metadata(), &[identity::NAME])
+            .await?;
+        member_item(&state, &workspace_id, &user_id).await
+    })
+    .await
 }
 
 /// Changes a member's role (only owners touch the owner role).

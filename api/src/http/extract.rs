@@ -70,6 +70,45 @@ async fn read_json<S: Send + Sync>(
     strict::parse(&bytes)
 }
 
+/// Largest body a browser beacon may send (`POST /pixel/track`).
+pub const BEACON_LIMIT: usize = 16 * 1024;
+
+/// A JSON body from a browser: `application/json`, or `text/plain` (what
+/// `navigator.sendBeacon` sends for a string, which needs no CORS preflight), at most
+/// [`BEACON_LIMIT`] bytes; otherwise as [`Json`].
+#[derive(Debug)]
+pub struct BeaconJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for BeaconJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
+        let content_type = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let plain = content_type
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/plain"));
+        if !plain && !is_json(content_type) {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let bytes = axum::body::to_bytes(request.into_body(), BEACON_LIMIT)
+            .await
+            .map_err(|_| Error::PayloadTooLarge {
+                limit: BEACON_LIMIT,
+            })?;
+        let _ = state;
+        typed(strict::parse(&bytes)?).map(BeaconJson)
+    }
+}
+
 /// A JSON object as the request type: 400 when it is not an object, 422 with the
 /// field named when it does not fit.
 fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {

@@ -3,20 +3,66 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use pulsar_domain::entitlements::Feature;
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ErrorOut, SCOPING_PARAMETER};
-use crate::application::entitlements::{self, Check};
+use crate::application::entitlements::{self, Check, Recorded};
 use crate::application::AppState;
 use crate::application::{Auth, Error, Result};
-use crate::http::extract::QueryPairs;
+use crate::http::extract::{Json, QueryPairs};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(check))
         .routes(routes!(summary))
+        .routes(routes!(record_usage))
+}
+
+/// `POST /entitlements/usage`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageIn {
+    /// A metered feature: `api_calls` or `pixel_events` (counted features are counted
+    /// from what exists).
+    pub feature: String,
+    /// 1 to 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub quantity: u64,
+    /// Up to 4 KiB of JSON, kept with the event.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// Record usage of a metered feature as an event (`entitlements:write`). `recorded` is
+/// `false`, and nothing is written, when the quantity would pass the tier's limit;
+/// concurrent recordings cannot overshoot it.
+#[utoipa::path(post, path = "/entitlements/usage", tag = "entitlements", request_body = UsageIn,
+    responses((status = 200, body = Recorded), (status = 400, body = ErrorOut),
+        (status = 403, body = ErrorOut), (status = 422, body = ErrorOut)),
+    security(("bearer" = []), ("api_key_pair" = [])))]
+async fn record_usage(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(input): Json<UsageIn>,
+) -> Result<Response> {
+    let feature = parse_feature(&input.feature)?;
+    let recorded =
+        entitlements::record_usage(&state, &auth, feature, input.quantity, input.metadata).await?;
+    Ok(axum::Json(recorded).into_response())
+}
+
+fn parse_feature(name: &str) -> Result<Feature> {
+    Feature::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Feature::ALL.iter().map(|f| f.as_str()).collect();
+        Error::invalid(
+            "feature",
+            format!("Unknown feature; features: {}.", names.join(", ")),
+        )
+    })
 }
 
 /// May the workspace use `quantity` (default 1) more of `feature`? (`entitlements:read`)
@@ -44,13 +90,7 @@ async fn check(State(state): State<AppState>, auth: Auth, query: QueryPairs) -> 
         }
     }
     let feature = feature.ok_or_else(|| Error::BadRequest("`feature` is required.".into()))?;
-    let feature = Feature::parse(feature).ok_or_else(|| {
-        let names: Vec<&str> = Feature::ALL.iter().map(|f| f.as_str()).collect();
-        Error::invalid(
-            "feature",
-            format!("Unknown feature; features: {}.", names.join(", ")),
-        )
-    })?;
+    let feature = parse_feature(feature)?;
     let quantity = match quantity {
         None => 1,
         Some(q) => q

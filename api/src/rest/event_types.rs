@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use axum::response::{IntoResponse, Response};
 use pulsar_domain::catalog::{
-    self, ApiKeyData, EventType, MemberData, PublicResource, RecordData, WebhookData, WorkspaceData,
+    self, ApiKeyData, EventType, MemberData, PublicResource, RecordData, ThresholdData,
+    WebhookData, WorkspaceData,
 };
 use pulsar_domain::record::RecordKind;
 use pulsar_domain::scopes::{Action, Permission, Resource};
@@ -94,6 +95,7 @@ fn data_schema(resource: PublicResource) -> String {
         PublicResource::Member => MemberData::name().into_owned(),
         PublicResource::ApiKey => ApiKeyData::name().into_owned(),
         PublicResource::Webhook => WebhookData::name().into_owned(),
+        PublicResource::Entitlement => ThresholdData::name().into_owned(),
         PublicResource::Record(kind) => match kind {
             k if k == ProjectKind::TYPE => record("ProjectFields"),
             k if k == TaskKind::TYPE => record("TaskFields"),
@@ -113,6 +115,7 @@ impl Catalog {
         add::<MemberData>(&mut components);
         add::<ApiKeyData>(&mut components);
         add::<WebhookData>(&mut components);
+        add::<ThresholdData>(&mut components);
         // Generic schemas are named after their parameter.
         // Generic schemas are named after their parameter. The fields are inlined, and
         // open: a request body refuses unknown members, an event's data has more.

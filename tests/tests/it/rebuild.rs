@@ -10,7 +10,7 @@ use sqlx::PgPool;
 const V1: &str = "/api/v1";
 
 /// Every read model table the durable projections keep.
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 16] = [
     "users",
     "workspaces",
     "workspace_members",
@@ -22,6 +22,11 @@ const TABLES: [&str; 11] = [
     "deals",
     "documents",
     "workspace_record_counts",
+    "usage_minutes",
+    "usage_hours",
+    "usage_days",
+    "seo_pages",
+    "seo_issues",
 ];
 
 /// Each table's rows, as JSON, in a stable order.
