@@ -12,6 +12,8 @@ CREATE TABLE usage_days (
     PRIMARY KEY (workspace_id, feature, day, api_key_id)
 );
 CREATE INDEX usage_days_key ON usage_days (workspace_id, api_key_id, day);
+-- The partial days at a query's edges are read from the minutes by time alone.
+CREATE INDEX usage_minutes_time ON usage_minutes (workspace_id, minute);
 
 INSERT INTO usage_days (workspace_id, feature, api_key_id, day, count)
 SELECT workspace_id, feature, api_key_id, date_trunc('day', minute, 'UTC'), sum(count)

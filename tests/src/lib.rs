@@ -179,14 +179,14 @@ impl TestApp {
     /// Another server process on the same database (`--role api`, or any role), with
     /// its own key table, caches and listener: what a second node sees.
     pub async fn another_process(&self, role: Role) -> Process {
-        let runtime = Runtime::start_with(
-            test_config(),
-            self.db.pool.clone(),
-            role,
-            fast_subscriptions(),
-        )
-        .await
-        .expect("second runtime starts");
+        self.another_process_with(test_config(), role).await
+    }
+
+    /// [`Self::another_process`] with its own configuration.
+    pub async fn another_process_with(&self, config: Config, role: Role) -> Process {
+        let runtime = Runtime::start_with(config, self.db.pool.clone(), role, fast_subscriptions())
+            .await
+            .expect("second runtime starts");
         Process {
             router: pulsar_api::app(runtime.state.clone()),
             runtime,

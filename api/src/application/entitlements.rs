@@ -55,61 +55,75 @@ fn standing(tier: Tier, feature: Feature, used: u64, now: DateTime<Utc>) -> Stan
     }
 }
 
-/// The workspace's tier and usage of every feature, in one read.
-async fn usage(state: &AppState, workspace_id: &str) -> Result<(Tier, Vec<(Feature, u64)>)> {
-    let now = state.clock.now();
-    let row = sqlx::query(
-        "SELECT w.tier,
-                (SELECT coalesce(jsonb_object_agg(c.feature, c.count), '{}'::jsonb)
-                   FROM workspace_record_counts c WHERE c.workspace_id = w.id) AS records,
-                (SELECT count(*) FROM api_keys k
-                  WHERE k.workspace_id = w.id
-                    AND api_key_status(k, now()) IN ('active', 'rotating')) AS api_keys,
-                (SELECT count(*) FROM webhooks h WHERE h.workspace_id = w.id) AS webhooks,
-                (SELECT count(*) FROM workspace_members m WHERE m.workspace_id = w.id) AS members,
-                (SELECT coalesce(jsonb_object_agg(m.feature, m.count), '{}'::jsonb)
-                   FROM (SELECT u.feature, sum(u.count)::bigint AS count FROM usage_hours u
-                          WHERE u.workspace_id = w.id AND u.hour >= $2
-                            AND u.feature IN ('api_calls', 'pixel_events')
-                          GROUP BY u.feature) m) AS monthly,
-                (SELECT coalesce(sum(octet_length(d.title) + octet_length(d.body)), 0)::bigint
-                   FROM documents d WHERE d.workspace_id = w.id) AS storage
-           FROM workspaces w WHERE w.id = $1",
-    )
+/// The SQL (a `bigint` scalar subquery over workspace `w`, `$2` the start of the UTC
+/// month) that counts `feature`'s usage. The summary and single-feature reads share it,
+/// so they cannot disagree.
+fn usage_sql(feature: Feature) -> String {
+    match feature {
+        Feature::ApiKeys => "(SELECT count(*) FROM api_keys k
+                               WHERE k.workspace_id = w.id
+                                 AND api_key_status(k, now()) IN ('active', 'rotating'))"
+            .into(),
+        Feature::Webhooks => "(SELECT count(*) FROM webhooks h WHERE h.workspace_id = w.id)".into(),
+        Feature::Members => {
+            "(SELECT count(*) FROM workspace_members m WHERE m.workspace_id = w.id)".into()
+        }
+        Feature::ApiCalls | Feature::PixelEvents => format!(
+            "(SELECT coalesce(sum(u.count), 0)::bigint FROM usage_hours u
+               WHERE u.workspace_id = w.id AND u.feature = '{}' AND u.hour >= $2)",
+            feature.as_str()
+        ),
+        Feature::Storage => {
+            "(SELECT coalesce(sum(octet_length(d.title) + octet_length(d.body)), 0)::bigint
+                               FROM documents d WHERE d.workspace_id = w.id)"
+                .into()
+        }
+        Feature::Projects
+        | Feature::Tasks
+        | Feature::Contacts
+        | Feature::Companies
+        | Feature::Deals
+        | Feature::Documents => format!(
+            "(SELECT coalesce(sum(c.count), 0)::bigint FROM workspace_record_counts c
+               WHERE c.workspace_id = w.id AND c.feature = '{}')",
+            feature.as_str()
+        ),
+    }
+}
+
+/// The workspace's tier and its usage of `features`, in one read.
+async fn usage_of(
+    state: &AppState,
+    workspace_id: &str,
+    features: &[Feature],
+) -> Result<(Tier, Vec<(Feature, u64)>)> {
+    let columns: Vec<String> = features.iter().map(|f| usage_sql(*f)).collect();
+    let row = sqlx::query(&format!(
+        "SELECT w.tier, {} FROM workspaces w WHERE w.id = $1 AND $2::timestamptz IS NOT NULL",
+        columns.join(", ")
+    ))
     .bind(workspace_id)
-    .bind(month_start(now))
+    .bind(month_start(state.clock.now()))
     .fetch_optional(&state.pool)
     .await?
     .ok_or_else(|| Error::not_found("Workspace"))?;
-    let tier = Tier::parse(row.try_get::<&str, _>("tier")?).unwrap_or_default();
-    let records: Value = row.try_get("records")?;
-    let monthly: Value = row.try_get("monthly")?;
-    let count = |name: &str| -> Result<u64> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
-    let mut out = Vec::with_capacity(Feature::ALL.len());
-    for feature in Feature::ALL {
-        let used = match feature {
-            Feature::ApiKeys => count("api_keys")?,
-            Feature::Webhooks => count("webhooks")?,
-            Feature::Members => count("members")?,
-            Feature::ApiCalls | Feature::PixelEvents => {
-                monthly[feature.as_str()].as_u64().unwrap_or(0)
-            }
-            Feature::Storage => count("storage")?,
-            records_feature => records[records_feature.as_str()].as_u64().unwrap_or(0),
-        };
-        out.push((feature, used));
+    let tier = Tier::parse(row.try_get::<&str, _>(0)?).unwrap_or_default();
+    let mut out = Vec::with_capacity(features.len());
+    for (i, feature) in features.iter().enumerate() {
+        out.push((*feature, row.try_get::<i64, _>(i + 1)?.max(0) as u64));
     }
     Ok((tier, out))
 }
 
-/// The workspace's tier and its usage of `feature`.
+/// The workspace's tier and usage of every feature, in one read.
+async fn usage(state: &AppState, workspace_id: &str) -> Result<(Tier, Vec<(Feature, u64)>)> {
+    usage_of(state, workspace_id, &Feature::ALL).await
+}
+
+/// The workspace's tier and its usage of `feature` (one subquery, not the summary's all).
 pub async fn used(state: &AppState, workspace_id: &str, feature: Feature) -> Result<(Tier, u64)> {
-    let (tier, usage) = usage(state, workspace_id).await?;
-    let used = usage
-        .into_iter()
-        .find(|(f, _)| *f == feature)
-        .map_or(0, |(_, used)| used);
-    Ok((tier, used))
+    let (tier, usage) = usage_of(state, workspace_id, &[feature]).await?;
+    Ok((tier, usage.first().map_or(0, |(_, used)| *used)))
 }
 
 /// What `POST /entitlements/usage` answers.
@@ -255,11 +269,7 @@ pub async fn check(
             format!("The quantity must be from 1 to {MAX_QUANTITY}."),
         ));
     }
-    let (tier, usage) = usage(state, &auth.workspace_id).await?;
-    let used = usage
-        .iter()
-        .find(|(f, _)| *f == feature)
-        .map_or(0, |(_, used)| *used);
+    let (tier, used) = used(state, &auth.workspace_id, feature).await?;
     let limit = tier.limit(feature);
     let allowed = limit.is_none_or(|l| used.saturating_add(quantity) <= l);
     Ok(Check {

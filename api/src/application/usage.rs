@@ -333,18 +333,30 @@ pub async fn query(
         ));
     }
     let key_column = if query.by_key { "api_key_id" } else { "''" };
-    let key_filter = "AND (cardinality($7::text[]) = 0 OR api_key_id = ANY($7))";
+    // Filters are written only when given, so each statement's plan can use the indexes
+    // they allow (a generic `$7 = '{}' OR …` would hide them).
+    let feature_filter = if query.feature.is_some() {
+        "AND feature = $6"
+    } else {
+        ""
+    };
+    let key_filter = if query.api_key_ids.is_empty() {
+        ""
+    } else {
+        "AND api_key_id = ANY($7)"
+    };
     // Rows of [lo, hi) of one table; $4/$5 are the query's bounds, $8/$9 the rollup's
     // whole rows inside them.
     let part = |table: &str, time: &str, keyed: bool, lo: &str, hi: &str| {
         format!(
             "SELECT {time} AS at, feature, {key} AS key, count FROM {table}
               WHERE workspace_id = $1 AND {time} >= {lo} AND {time} < {hi}
-                AND ($6::text IS NULL OR feature = $6) {filter}",
+                {feature_filter} {filter}",
             key = if keyed { key_column } else { "''" },
             filter = if keyed { key_filter } else { "" },
         )
     };
+    let minutes = |lo, hi| part("usage_minutes", "minute", true, lo, hi);
     let (inner, inner_from, inner_to) = match rollup(&state.pool, query).await? {
         Some(r) => {
             let (lo, hi) = (
@@ -352,29 +364,19 @@ pub async fn query(
                 query.to.duration_trunc(r.step).unwrap_or(query.to),
             );
             if lo < hi {
-                (
-                    [
-                        part("usage_minutes", "minute", true, "$4", "$8"),
-                        part(r.table, r.time, r.keyed, "$8", "$9"),
-                        part("usage_minutes", "minute", true, "$9", "$5"),
-                    ]
-                    .join(" UNION ALL "),
-                    lo,
-                    hi,
-                )
+                let mut parts = vec![part(r.table, r.time, r.keyed, "$8", "$9")];
+                if query.from < lo {
+                    parts.push(minutes("$4", "$8"));
+                }
+                if hi < query.to {
+                    parts.push(minutes("$9", "$5"));
+                }
+                (parts.join(" UNION ALL "), lo, hi)
             } else {
-                (
-                    part("usage_minutes", "minute", true, "$4", "$5"),
-                    query.from,
-                    query.to,
-                )
+                (minutes("$4", "$5"), query.from, query.to)
             }
         }
-        None => (
-            part("usage_minutes", "minute", true, "$4", "$5"),
-            query.from,
-            query.to,
-        ),
+        None => (minutes("$4", "$5"), query.from, query.to),
     };
     let rows: Vec<(String, String, String, i64)> = sqlx::query_as(&format!(
         // date_trunc with a zone truncates in that zone's calendar and returns the
@@ -383,7 +385,8 @@ pub async fn query(
          buckets AS (
              SELECT date_trunc($2, at, $3) AS bucket, feature, key, sum(count)::bigint AS count
                FROM counted
-              WHERE cardinality($7::text[]) >= 0 AND $8::timestamptz <= $9::timestamptz
+              WHERE ($6::text IS NULL OR true) AND cardinality($7::text[]) >= 0
+                AND $4::timestamptz <= $5::timestamptz AND $8::timestamptz <= $9::timestamptz
               GROUP BY 1, 2, 3)
          SELECT to_char(local, 'YYYY-MM-DD\"T\"HH24:MI:SS')
                 || CASE WHEN off < interval '0' THEN '-' ELSE '+' END

@@ -28,6 +28,10 @@ use utoipa::{Modify, OpenApi};
         (name = "documents", description = "Markdown documents (`documents:*`)"),
         (name = "webhooks", description = "Outbound webhooks and the public event catalog (`webhooks:*`)"),
         (name = "audit", description = "The tamper-evident audit log: signed checkpoints and Merkle proofs (`audit:read`)"),
+        (name = "entitlements", description = "Tier limits, usage recorded as events, and what is left (`entitlements:*`)"),
+        (name = "usage", description = "Metered usage series for analysts (`usage:read`)"),
+        (name = "seo", description = "SEO reports and each URL's current issues (`seo:*`)"),
+        (name = "pixel", description = "The public tracking pixel: no credential, the workspace's `pixel_id`, 300 requests per client IP in any minute"),
     )
 )]
 pub struct ApiDoc;

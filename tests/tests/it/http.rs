@@ -409,7 +409,9 @@ async fn health_readiness_and_metrics() {
             "identity",
             "key_table",
             "projects",
+            "seo",
             "tasks",
+            "usage_events",
             "webhook_fanout",
             "webhooks"
         ]

@@ -17,6 +17,7 @@ mod identity;
 mod lifecycle;
 mod rebuild;
 mod subscriptions;
+mod tracking;
 mod usage;
 mod webhooks;
 mod workspace_data;
