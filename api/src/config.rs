@@ -51,6 +51,9 @@ pub struct Config {
     pub meter_usage: bool,
     /// `PULSAR_UPGRADE_URL`: where `feature_limit_reached` answers send people to upgrade.
     pub upgrade_url: String,
+    /// `PULSAR_MCP_ALLOWED_ORIGINS`: browser origins (`https://app.example`) allowed to call
+    /// `/api/mcp` besides the server's own; requests without `Origin` are always allowed.
+    pub mcp_allowed_origins: Vec<String>,
     /// `PULSAR_LOG`: tracing filter, e.g. `info,pulsar_api=debug`.
     pub log: String,
     /// `PULSAR_LOG_FORMAT`: `text` or `json`.
@@ -84,6 +87,7 @@ impl Default for Config {
             rate_limit_scale: 1.0,
             maintenance_interval: Duration::from_secs(2),
             upgrade_url: "https://pulsar.dev/pricing".into(),
+            mcp_allowed_origins: Vec::new(),
             log: "info".into(),
             log_json: false,
             meter_usage: true,
@@ -154,6 +158,7 @@ Environment (all optional):
   PULSAR_RATE_LIMIT_SCALE         multiplies every tier's requests per minute [1]
   PULSAR_METER_USAGE              count API calls per key and minute for /usage [true]
   PULSAR_UPGRADE_URL              upgrade link in feature_limit_reached [https://pulsar.dev/pricing]
+  PULSAR_MCP_ALLOWED_ORIGINS      comma list of browser origins allowed on /api/mcp [same origin]
   PULSAR_LOG                      log filter [info]
   PULSAR_LOG_FORMAT               text or json [text]";
 
@@ -209,6 +214,13 @@ Environment (all optional):
         }
         if let Some((_, value)) = get("PULSAR_UPGRADE_URL") {
             config.upgrade_url = value;
+        }
+        if let Some((_, value)) = get("PULSAR_MCP_ALLOWED_ORIGINS") {
+            config.mcp_allowed_origins = value
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect();
         }
         config.secret_key = lookup("PULSAR_SECRET_KEY").filter(|v| !v.is_empty());
         config.audit_signing_key = lookup("PULSAR_AUDIT_SIGNING_KEY").filter(|v| !v.is_empty());

@@ -24,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod rest;
 pub mod router;

@@ -36,6 +36,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rest::usage::router())
         .merge(rest::seo::router())
         .merge(rest::pixel::router())
+        .merge(rest::mcp::router())
         .split_for_parts();
     crate::http::openapi::scoping_parameters(&mut openapi);
     (router, openapi)
@@ -65,6 +66,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(rest::ops::router())
+        .merge(crate::mcp::router(state.clone()))
         .route(
             "/docs",
             get(|| async { Html(include_str!("docs.html")).into_response() }),

@@ -155,7 +155,7 @@ async fn run(url: &str) {
     .execute(&pool)
     .await
     .expect("usage rows");
-    sqlx::query("VACUUM ANALYZE usage_minutes")
+    sqlx::query("VACUUM ANALYZE usage_minutes, usage_hours, usage_days")
         .execute(&pool)
         .await
         .expect("vacuum");

@@ -22,6 +22,7 @@ use tower::ServiceExt;
 pub mod audit;
 pub mod bench;
 pub mod database;
+pub mod mcp;
 pub mod receiver;
 
 pub use database::TestDb;
@@ -45,6 +46,10 @@ pub fn test_config() -> Config {
         // Tests that are not about rate limits must not trip over them.
         rate_limit_scale: 100.0,
         maintenance_interval: Duration::from_millis(100),
+        // Read-your-writes waits up to 2 s in production; a test binary that loads 100k
+        // events beside another test on 2 cores can starve a projector longer than that,
+        // and answers would then race the read model.
+        consistency_timeout: Duration::from_secs(10),
         // Never a key file in the working directory.
         secret_key: Some("00".repeat(32)),
         audit_signing_key: Some("11".repeat(32)),

@@ -373,3 +373,31 @@ pub async fn delete<R: Resource>(
     };
     change::<R>(state, auth, id, command, expected).await
 }
+
+// What items look like ---------------------------------------------------------------
+
+/// What every item carries besides its fields.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RecordMetaOut {
+    #[schema(example = "proj_0193a5f7c6a87f4c9d5e3b2a1c0d9e8f")]
+    pub id: String,
+    pub workspace_id: String,
+    /// Who created it: `{type: user|api_key, id, name}`.
+    #[schema(value_type = Object)]
+    pub created_by: Value,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The aggregate version; also the `ETag`, for `If-Match` on PATCH and DELETE.
+    pub version: i64,
+}
+
+/// An item: its fields plus [`RecordMetaOut`]. With `include`, each named relation is
+/// embedded under its name (`null` when it no longer exists); `include=tags` turns
+/// `tags` into `[{name, count}]`, `count` being the items of this kind with that tag.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RecordOut<F: utoipa::ToSchema> {
+    #[serde(flatten)]
+    pub fields: F,
+    #[serde(flatten)]
+    pub meta: RecordMetaOut,
+}

@@ -95,6 +95,13 @@ impl IntoResponse for Error {
                 response.headers_mut().insert("retry-after", value);
             }
         }
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: say how to authenticate (MCP clients rely on it).
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"pulsar\""),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

@@ -32,6 +32,7 @@ use utoipa::{Modify, OpenApi};
         (name = "usage", description = "Metered usage series for analysts (`usage:read`)"),
         (name = "seo", description = "SEO reports and each URL's current issues (`seo:*`)"),
         (name = "pixel", description = "The public tracking pixel: no credential, the workspace's `pixel_id`, 300 requests per client IP in any minute"),
+        (name = "mcp", description = "The MCP server's REST facade: its servers, tools and resources without JSON-RPC (`mcp:read`, `mcp:write` for tools that write)"),
     )
 )]
 pub struct ApiDoc;

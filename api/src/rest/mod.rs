@@ -21,6 +21,7 @@ pub mod deals;
 pub mod documents;
 pub mod entitlements;
 pub mod event_types;
+pub mod mcp;
 pub mod ops;
 pub mod pixel;
 pub mod projects;

@@ -8,9 +8,6 @@
 
 use pulsar_domain::record::RecordKind;
 use pulsar_projections::list::ListSpec;
-use serde::Serialize;
-use serde_json::Value;
-use utoipa::ToSchema;
 
 use crate::application::records::Resource;
 use crate::http::extract::IdKind;
@@ -26,31 +23,7 @@ impl<R: Resource> IdKind for R {
     const LABEL: &'static str = R::LABEL;
 }
 
-/// What every item carries besides its fields.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RecordMetaOut {
-    #[schema(example = "proj_0193a5f7c6a87f4c9d5e3b2a1c0d9e8f")]
-    pub id: String,
-    pub workspace_id: String,
-    /// Who created it: `{type: user|api_key, id, name}`.
-    #[schema(value_type = Object)]
-    pub created_by: Value,
-    pub created_at: String,
-    pub updated_at: String,
-    /// The aggregate version; also the `ETag`, for `If-Match` on PATCH and DELETE.
-    pub version: i64,
-}
-
-/// An item: its fields plus [`RecordMetaOut`]. With `include`, each named relation is
-/// embedded under its name (`null` when it no longer exists); `include=tags` turns
-/// `tags` into `[{name, count}]`, `count` being the items of this kind with that tag.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RecordOut<F: ToSchema> {
-    #[serde(flatten)]
-    pub fields: F,
-    #[serde(flatten)]
-    pub meta: RecordMetaOut,
-}
+pub use crate::application::records::{RecordMetaOut, RecordOut};
 
 /// Declares one collection's annotated routes; the handlers above do the work.
 ///

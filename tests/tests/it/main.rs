@@ -15,6 +15,7 @@ mod http;
 mod idempotency;
 mod identity;
 mod lifecycle;
+mod mcp;
 mod rebuild;
 mod subscriptions;
 mod tracking;

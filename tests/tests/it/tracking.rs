@@ -184,7 +184,9 @@ async fn hostile_pixel_input_gets_its_answer_and_nothing_is_echoed() {
     assert_eq!(config.body["data"]["requests_per_minute"], 300);
     assert_eq!(config.body["data"]["pixel_id"], pixel.as_str());
 
-    let cases: Vec<(Value, &[(&str, &str)], u16, &str)> = vec![
+    // (body, extra headers, status, error code)
+    type Case<'a> = (Value, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             json!({"pixel_id": pixel, "event": "pageview", "url": "javascript:alert(1)"}),
             &[],
