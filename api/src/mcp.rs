@@ -422,6 +422,17 @@ fn string_param<'a>(params: &'a Map<String, Value>, name: &str) -> Result<&'a st
         .ok_or_else(|| Failure::InvalidParams(format!("`params.{name}` (a string) is required.")))
 }
 
+/// `params.arguments`: an object, or none.
+fn arguments_param(params: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+    match params.get("arguments") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(arguments)) => Ok(arguments.clone()),
+        Some(_) => Err(Failure::InvalidParams(
+            "`arguments` must be an object.".into(),
+        )),
+    }
+}
+
 async fn dispatch(
     state: &AppState,
     auth: &Auth,
@@ -470,15 +481,7 @@ async fn dispatch(
             let tool = registry
                 .find(name)
                 .ok_or_else(|| Failure::InvalidParams(format!("Unknown tool: {name}")))?;
-            let arguments = match params.get("arguments") {
-                None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(arguments)) => arguments.clone(),
-                Some(_) => {
-                    return Err(Failure::InvalidParams(
-                        "`arguments` must be an object.".into(),
-                    ))
-                }
-            };
+            let arguments = arguments_param(params)?;
             Ok(registry
                 .call(state, auth, tool, arguments)
                 .await
@@ -521,15 +524,7 @@ async fn dispatch(
         }
         "prompts/get" => {
             let name = string_param(params, "name")?;
-            let arguments = match params.get("arguments") {
-                None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(arguments)) => arguments.clone(),
-                Some(_) => {
-                    return Err(Failure::InvalidParams(
-                        "`arguments` must be an object.".into(),
-                    ))
-                }
-            };
+            let arguments = arguments_param(params)?;
             resources::prompt(state, auth, name, &arguments)
                 .await
                 .map_err(|error| match error {
