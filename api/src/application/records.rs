@@ -127,8 +127,25 @@ fn scope<R: Resource>(auth: &Auth, id: &str) -> [(&'static str, String); 2] {
     ]
 }
 
-async fn item<R: Resource>(state: &AppState, auth: &Auth, id: &str) -> Result<Value> {
-    list::fetch_one(&state.pool, R::SPEC, &scope::<R>(auth, id))
+/// The item as a write just left it: from its read model, which the write waited for;
+/// when that wait timed out (a projector starved under load), folded from the event
+/// store instead, which is exact at once. A committed write must never answer 404, nor
+/// the version before it.
+async fn written<R: Resource>(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    consistent: bool,
+) -> Result<Value> {
+    if consistent {
+        if let Some(item) = list::fetch_one(&state.pool, R::SPEC, &scope::<R>(auth, id)).await? {
+            return Ok(item);
+        }
+    }
+    tracing::warn!(%id, "answering a write from the event store: its read model is behind");
+    // Everything recorded so far (the bound only has to lie past the commit).
+    let now = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    as_of::item::<Record<R::Kind>>(state, &auth.workspace_id, id, now)
         .await?
         .ok_or_else(not_found::<R>)
 }
@@ -202,12 +219,12 @@ async fn change<R: Resource>(
     id: &str,
     command: RecordCommand<R::Kind>,
     expected: Option<i64>,
-) -> Result<()> {
+) -> Result<bool> {
     state
         .commands
         .execute_expecting::<Record<R::Kind>>(id, command, &auth.metadata(), &[R::NAME], expected)
         .await
-        .map(|_| ())
+        .map(|committed| committed.consistent)
         .map_err(|e| match e {
             Error::NotFound(_) => not_found::<R>(),
             other => other,
@@ -320,11 +337,11 @@ async fn create_counted<R: Resource>(
         created_by: auth.principal.actor(),
         live: precheck.live,
     };
-    state
+    let committed = state
         .commands
         .create::<Record<R::Kind>>(&id, command, &auth.metadata(), &[R::NAME])
         .await?;
-    item::<R>(state, auth, &id).await
+    written::<R>(state, auth, &id, committed.consistent).await
 }
 
 /// Changes some fields: a JSON object merged onto the current ones (`null` clears an
@@ -356,8 +373,8 @@ pub async fn update<R: Resource>(
         patch,
         live,
     };
-    change::<R>(state, auth, id, command, expected).await?;
-    item::<R>(state, auth, id).await
+    let consistent = change::<R>(state, auth, id, command, expected).await?;
+    written::<R>(state, auth, id, consistent).await
 }
 
 /// Deletes an item, only if it is still at `expected` when given.
@@ -371,7 +388,9 @@ pub async fn delete<R: Resource>(
     let command = RecordCommand::Delete {
         workspace_id: auth.workspace_id.clone(),
     };
-    change::<R>(state, auth, id, command, expected).await
+    change::<R>(state, auth, id, command, expected)
+        .await
+        .map(|_| ())
 }
 
 // What items look like ---------------------------------------------------------------

@@ -1290,3 +1290,60 @@ async fn every_collection_honours_the_list_contract() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_write_whose_read_model_is_behind_answers_from_the_event_store() {
+    let app = TestApp::start().await;
+    let user = app.signup("behind@data.example", "Behind").await;
+    let impatient = pulsar_api::Config {
+        consistency_timeout: std::time::Duration::from_millis(100),
+        ..pulsar_tests::test_config()
+    };
+    let node = app
+        .another_process_with(impatient, pulsar_api::runtime::Role::Api)
+        .await;
+    // No projector runs any more: every read-your-writes wait times out.
+    let TestApp { db, runtime, .. } = app;
+    runtime.stop().await;
+
+    let created = node
+        .call(
+            "POST",
+            &format!("{V1}/projects"),
+            Some(&user.token),
+            Some(json!({"name": "Lagging", "tags": ["x"]})),
+            &[],
+        )
+        .await;
+    created.expect(201);
+    let item = &created.body["data"];
+    assert_eq!(item["name"], "Lagging");
+    assert_eq!(item["tags"], json!(["x"]));
+    assert_eq!(item["version"], 1);
+    assert_eq!(item["workspace_id"], user.workspace_id.as_str());
+    let id = item["id"].as_str().expect("id");
+    let updated = node
+        .call(
+            "PATCH",
+            &format!("{V1}/projects/{id}"),
+            Some(&user.token),
+            Some(json!({"name": "Caught"})),
+            &[],
+        )
+        .await;
+    updated.expect(200);
+    assert_eq!(updated.body["data"]["name"], "Caught");
+    assert_eq!(
+        updated.body["data"]["version"], 2,
+        "never the version before the write"
+    );
+    assert_eq!(updated.header("etag"), Some("\"2\""));
+    // The answers came from the store: the read model never saw the project.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM projects WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 0);
+    node.stop().await;
+}
