@@ -33,6 +33,7 @@ use crate::application::mcp_servers;
 use crate::application::resources::{self, PromptError, ReadError};
 use crate::application::tools::Registry;
 use crate::application::{AppState, Auth, Error};
+use crate::http::extract::strict;
 
 /// The endpoint's path.
 pub const PATH: &str = mcp_servers::ENDPOINT;
@@ -229,13 +230,16 @@ async fn handle(State(state): State<AppState>, request: Request) -> Response {
 
 /// Answers one JSON-RPC message.
 async fn respond(state: &AppState, auth: &Auth, headers: &HeaderMap, bytes: &Bytes) -> Response {
-    let message: Value = match serde_json::from_slice(bytes) {
+    // The REST bodies' strict parser: a member named twice, a NUL character (PostgreSQL
+    // cannot store it), nesting past 128 or an overlong array is refused here, before any
+    // tool sees the arguments.
+    let message: Value = match strict::parse(bytes) {
         Ok(message) => message,
         Err(error) => {
             return RpcError::new(
                 StatusCode::BAD_REQUEST,
                 -32700,
-                format!("Parse error: {error}"),
+                format!("Parse error: {}", error.message()),
             )
             .respond(None)
         }

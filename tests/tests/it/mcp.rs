@@ -568,6 +568,28 @@ async fn every_transport_rule_has_its_answer() {
     assert_eq!(parse.status, 400);
     assert_eq!(parse.body["error"]["code"], -32700, "{}", parse.text);
 
+    // What REST bodies may not hold, MCP arguments may not either: a NUL character (which
+    // PostgreSQL cannot store) or a member named twice.
+    for raw in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"projects_create","arguments":{"name":"a\u0000b"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"projects_create","arguments":{"name":"a","name":"b"}}}"#,
+    ] {
+        let request = axum::http::Request::post(MCP)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(raw))
+            .expect("request");
+        let refused = app.send(request).await;
+        assert_eq!(refused.status, 400, "{raw}");
+        assert_eq!(
+            refused.body["error"]["code"], -32700,
+            "{raw}: {}",
+            refused.text
+        );
+    }
+    let projects = app.get("/api/v1/projects", &user).await;
+    assert_eq!(projects.body["meta"]["total"], 0, "nothing was created");
+
     // A batch or a message that is not a request: -32600.
     let batch = rpc(&app, Some(token), json!([list.clone()]), &[]).await;
     assert_eq!(batch.body["error"]["code"], -32600, "{}", batch.text);
