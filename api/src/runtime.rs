@@ -151,6 +151,20 @@ pub enum StartError {
     Signer(#[from] crate::application::audit::SignerError),
 }
 
+/// Runs `projection` in this process, or follows its checkpoint where another process
+/// runs it.
+fn run_or_follow<P: pulsar_projections::Projection>(
+    subscriptions: &Subscriptions,
+    here: bool,
+    projection: P,
+) -> JoinHandle<()> {
+    if here {
+        subscriptions.spawn(projection)
+    } else {
+        subscriptions.follow(&projection)
+    }
+}
+
 impl Runtime {
     /// Migrates the database, starts the subscriptions and upkeep, and returns once the
     /// key table is loaded (so no valid key is refused right after a start).
@@ -174,23 +188,50 @@ impl Runtime {
             subscriptions.spawn_listener(),
             subscriptions.spawn_local(key_table.clone()),
         ];
-        if role.projects() {
-            tasks.push(subscriptions.spawn(IdentityProjection));
-            tasks.push(subscriptions.spawn(ApiKeysProjection));
-            tasks.push(subscriptions.spawn(data::projects::Projection::default()));
-            tasks.push(subscriptions.spawn(data::tasks::Projection::default()));
-            tasks.push(subscriptions.spawn(data::contacts::Projection::default()));
-            tasks.push(subscriptions.spawn(data::companies::Projection::default()));
-            tasks.push(subscriptions.spawn(data::deals::Projection::default()));
-            tasks.push(subscriptions.spawn(data::documents::Projection::default()));
-            tasks.push(subscriptions.spawn(WebhooksProjection));
-            tasks.push(subscriptions.spawn(pulsar_projections::usage::UsageProjection));
-            tasks.push(subscriptions.spawn(pulsar_projections::seo::SeoProjection));
-            tasks.push(subscriptions.spawn(pulsar_projections::audit::AuditLog));
-        } else {
-            tasks.extend(READ_MODELS.map(|name| subscriptions.follow(name)));
-            tasks.push(subscriptions.follow(pulsar_projections::audit::NAME));
-        }
+        // Each durable projection runs here, or (API-only nodes) is followed.
+        let projects = role.projects();
+        tasks.extend([
+            run_or_follow(&subscriptions, projects, IdentityProjection),
+            run_or_follow(&subscriptions, projects, ApiKeysProjection),
+            run_or_follow(
+                &subscriptions,
+                projects,
+                data::projects::Projection::default(),
+            ),
+            run_or_follow(&subscriptions, projects, data::tasks::Projection::default()),
+            run_or_follow(
+                &subscriptions,
+                projects,
+                data::contacts::Projection::default(),
+            ),
+            run_or_follow(
+                &subscriptions,
+                projects,
+                data::companies::Projection::default(),
+            ),
+            run_or_follow(&subscriptions, projects, data::deals::Projection::default()),
+            run_or_follow(
+                &subscriptions,
+                projects,
+                data::documents::Projection::default(),
+            ),
+            run_or_follow(&subscriptions, projects, WebhooksProjection),
+            run_or_follow(
+                &subscriptions,
+                projects,
+                pulsar_projections::usage::UsageProjection,
+            ),
+            run_or_follow(
+                &subscriptions,
+                projects,
+                pulsar_projections::seo::SeoProjection,
+            ),
+            run_or_follow(
+                &subscriptions,
+                projects,
+                pulsar_projections::audit::AuditLog,
+            ),
+        ]);
         let interval = config.maintenance_interval;
         let signer = if role.projects() {
             Some(crate::application::audit::Signer::from_config(&config)?)

@@ -163,6 +163,9 @@ pub enum SubscriberState {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SubscriptionStatus {
     pub name: &'static str,
+    /// The aggregate types it reads (empty: every type). Its checkpoint moves only on
+    /// their events, so how far behind it is counts only those.
+    pub reads: &'static [&'static str],
     pub state: SubscriberState,
     pub transaction_id: u64,
     pub global_position: i64,
@@ -506,18 +509,24 @@ impl Subscriptions {
 
     /// Runs `projection` as an active subscriber (it applies events when it holds the lock).
     pub fn spawn<P: Projection>(&self, projection: P) -> JoinHandle<()> {
-        let types = Some(projection.aggregate_types());
+        let types = projection.aggregate_types();
         self.start::<P, NoLocal>(
             projection.name(),
+            Some(types),
             types,
             Source::Durable(Arc::new(projection)),
         )
     }
 
-    /// Follows the checkpoint of a subscriber that another process runs, so that
+    /// Follows the checkpoint of `projection`, which another process runs, so that
     /// read-your-writes waits work on API-only nodes.
-    pub fn follow(&self, name: &'static str) -> JoinHandle<()> {
-        self.start::<NoProjection, NoLocal>(name, None, Source::Follow)
+    pub fn follow<P: Projection>(&self, projection: &P) -> JoinHandle<()> {
+        self.start::<NoProjection, NoLocal>(
+            projection.name(),
+            None,
+            projection.aggregate_types(),
+            Source::Follow,
+        )
     }
 
     /// Runs an in-memory projection of this process.
@@ -525,6 +534,7 @@ impl Subscriptions {
         self.start::<NoProjection, L>(
             projection.name(),
             Some(projection.aggregate_types()),
+            projection.aggregate_types(),
             Source::Local(Arc::new(projection), Mutex::new(Position::ZERO)),
         )
     }
@@ -533,12 +543,14 @@ impl Subscriptions {
         &self,
         name: &'static str,
         types: Option<&'static [&'static str]>,
+        reads: &'static [&'static str],
         source: Source<P, L>,
     ) -> JoinHandle<()> {
         let entry = Arc::new(Entry {
             position: watch::channel(Position::ZERO).0,
             status: Mutex::new(SubscriptionStatus {
                 name,
+                reads,
                 state: SubscriberState::Starting,
                 transaction_id: 0,
                 global_position: 0,

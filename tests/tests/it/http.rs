@@ -429,6 +429,61 @@ async fn health_readiness_and_metrics() {
     app.stop().await;
 }
 
+/// `/readyz` through `router`, once every subscriber's answer is in (up to 5 s for 200).
+async fn readiness(router: &axum::Router) -> pulsar_tests::Response {
+    let mut ready = pulsar_tests::call(router, "GET", "/readyz", None, None, &[]).await;
+    for _ in 0..100 {
+        if ready.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ready = pulsar_tests::call(router, "GET", "/readyz", None, None, &[]).await;
+    }
+    ready
+}
+
+#[tokio::test]
+async fn many_events_of_other_streams_are_not_lag() {
+    // A subscriber's checkpoint moves only on the streams it reads: 30 task events past
+    // the projects read model's last one are nothing it has to catch up with, on a node
+    // that runs the projections and on one that follows them.
+    let config = pulsar_api::Config {
+        ready_max_lag: 5,
+        ..pulsar_tests::test_config()
+    };
+    let app = TestApp::start_with(config.clone()).await;
+    let follower = app
+        .another_process_with(config, pulsar_api::runtime::Role::Api)
+        .await;
+    let user = app.signup("lag@example.com", "Lag").await;
+    let project = app
+        .created_id("/api/v1/projects", &user, json!({"name": "One"}))
+        .await;
+    for n in 0..30 {
+        app.post(
+            "/api/v1/tasks",
+            &user,
+            json!({"project_id": project, "title": format!("T{n}")}),
+        )
+        .await
+        .expect(201);
+    }
+    for router in [&app.router, &follower.router] {
+        let ready = readiness(router).await;
+        ready.expect(200);
+        let projects = ready.body["subscriptions"]
+            .as_array()
+            .expect("subscriptions")
+            .iter()
+            .find(|s| s["name"] == "projects")
+            .expect("projects")
+            .clone();
+        assert_eq!(projects["behind"], 0, "{projects}");
+    }
+    follower.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_stuck_projection_turns_readiness_red_and_shows_in_metrics() {
     let app = TestApp::start().await;
