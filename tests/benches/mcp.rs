@@ -8,9 +8,10 @@
 
 use pulsar_api::app;
 use pulsar_tests::bench::{
-    baseline_axum, bench_database, client, cpu_model, drive, owner, print_run, serve, start_pulsar,
+    baseline_axum, bench_database, client, cpu_model, create, drive, owner, print_run, serve,
+    start_pulsar,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::main]
 async fn main() {
@@ -19,30 +20,26 @@ async fn main() {
     let base = serve(app(runtime.state.clone())).await;
     let http = client();
     let (token, workspace) = owner(&http, &base, "mcp@bench.example").await;
-    let key: Value = http
-        .post(format!("{base}/api/v1/api-keys"))
-        .bearer_auth(&token)
-        .header("x-workspace-id", &workspace)
-        .json(&json!({"name": "agent", "scopes": ["projects:read"]}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["data"]["key"].as_str().expect("key").to_string();
-    let project: Value = http
-        .post(format!("{base}/api/v1/projects"))
-        .bearer_auth(&token)
-        .header("x-workspace-id", &workspace)
-        .json(&json!({"name": "Benchmarks", "description": "Read again and again", "tags": ["bench"]}))
-        .send()
-        .await
-        .expect("project")
-        .json()
-        .await
-        .expect("json");
-    let project = project["data"]["id"].as_str().expect("id").to_string();
+    let key = create(
+        &http,
+        &base,
+        &token,
+        &workspace,
+        "/api-keys",
+        json!({"name": "agent", "scopes": ["projects:read"]}),
+    )
+    .await;
+    let key = key["key"].as_str().expect("key").to_string();
+    let project = create(
+        &http,
+        &base,
+        &token,
+        &workspace,
+        "/projects",
+        json!({"name": "Benchmarks", "description": "Read again and again", "tags": ["bench"]}),
+    )
+    .await;
+    let project = project["id"].as_str().expect("id").to_string();
 
     println!("MCP tools/call against REST GET on {}", cpu_model());
     println!("| what | throughput | p50 | p99 | ops | errors |");

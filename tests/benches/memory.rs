@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pulsar_tests::bench::{bench_database, client, cpu_model, drive, fill_task_log, owner};
+use pulsar_tests::bench::{bench_database, client, cpu_model, create, drive, fill_task_log, owner};
 use serde_json::{json, Value};
 
 const KEYS: usize = 10_000;
@@ -141,18 +141,16 @@ async fn main() {
             );
             tokio::spawn(async move {
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < KEYS {
-                    let created: Value = http
-                        .post(format!("{base}/api/v1/api-keys"))
-                        .bearer_auth(&token)
-                        .header("x-workspace-id", &workspace)
-                        .json(&json!({"name": "fleet", "scopes": ["projects:read", "tasks:read"]}))
-                        .send()
-                        .await
-                        .expect("create key")
-                        .json()
-                        .await
-                        .expect("json");
-                    let key = created["data"]["key"]
+                    let created = create(
+                        &http,
+                        &base,
+                        &token,
+                        &workspace,
+                        "/api-keys",
+                        json!({"name": "fleet", "scopes": ["projects:read", "tasks:read"]}),
+                    )
+                    .await;
+                    let key = created["key"]
                         .as_str()
                         .unwrap_or_else(|| panic!("no key: {created}"))
                         .to_string();

@@ -7,8 +7,8 @@
 
 use pulsar_api::app;
 use pulsar_tests::bench::{
-    baseline_axum, bench_config, bench_database, client, cpu_model, drive_with, owner, print_run,
-    seconds, serve, start_pulsar_with, Run,
+    baseline_axum, bench_config, bench_database, client, cpu_model, create, drive_with, owner,
+    print_run, seconds, serve, start_pulsar_with, Run,
 };
 use serde_json::{json, Value};
 
@@ -104,18 +104,16 @@ async fn run(url: &str) {
         let client = client();
         let email = "meter@bench.example";
         let (token, workspace_id) = owner(&client, &base, email).await;
-        let key: Value = client
-            .post(format!("{base}/api/v1/api-keys"))
-            .bearer_auth(&token)
-            .header("x-workspace-id", &workspace_id)
-            .json(&json!({"name": "reader", "scopes": ["projects:read"]}))
-            .send()
-            .await
-            .expect("key")
-            .json()
-            .await
-            .expect("json");
-        let key = key["data"]["key"].as_str().expect("key").to_string();
+        let key = create(
+            &client,
+            &base,
+            &token,
+            &workspace_id,
+            "/api-keys",
+            json!({"name": "reader", "scopes": ["projects:read"]}),
+        )
+        .await;
+        let key = key["key"].as_str().expect("key").to_string();
         let mut run = load(
             &client,
             format!("{base}/api/v1/projects"),

@@ -333,3 +333,27 @@ pub async fn owner(client: &reqwest::Client, base: &str, email: &str) -> (String
         .to_string();
     (token, workspace_id)
 }
+
+/// POSTs `body` to `path` (under `/api/v1`) as `token` in `workspace_id`; returns the
+/// answer's `data`.
+pub async fn create(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    workspace_id: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let answer: serde_json::Value = client
+        .post(format!("{base}/api/v1{path}"))
+        .bearer_auth(token)
+        .header("x-workspace-id", workspace_id)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    answer["data"].clone()
+}
