@@ -1088,3 +1088,160 @@ async fn mcp_calls_are_metered_like_rest_calls() {
         "three MCP calls and one REST call: {rows}"
     );
 }
+
+#[tokio::test]
+async fn hostile_json_rpc_gets_answers_never_a_server_error() {
+    // The OpenAPI-driven hostile sweep does not reach /api/mcp: this does, with a seeded
+    // mix of tool names, argument shapes and values, URIs, prompts, cursors and headers.
+    let app = TestApp::start().await;
+    let user = app.signup("hostile@mcp.example", "Hostile").await;
+    let project = app
+        .created_id("/api/v1/projects", &user, json!({"name": "Target"}))
+        .await;
+    let tools = [
+        "projects_list",
+        "projects_get",
+        "projects_create",
+        "projects_update",
+        "tasks_create",
+        "tasks_update",
+        "contacts_create",
+        "deals_update",
+        "documents_search",
+        "documents_get",
+        "workspace_summary",
+        "usage_summary",
+        "projects.create",
+        "a.b.c",
+        "",
+        "nope",
+    ];
+    let values = [
+        Value::Null,
+        json!(1),
+        json!(-1),
+        json!(1e308),
+        json!("x"),
+        json!(""),
+        json!("a".repeat(5_000)),
+        json!([]),
+        json!(vec![1; 500]),
+        json!({}),
+        json!({"a": {"b": []}}),
+        json!(true),
+        json!(project),
+        json!("2026-13-45"),
+        json!("-name,,"),
+        json!("💥"),
+    ];
+    let names = [
+        "id",
+        "name",
+        "title",
+        "project_id",
+        "status",
+        "priority",
+        "tags",
+        "amount_cents",
+        "sort",
+        "page",
+        "per_page",
+        "search",
+        "query",
+        "tag",
+        "created_after",
+        "due_date",
+        "stage",
+        "zzz",
+    ];
+    let uris = [
+        json!("pulsar://workspace"),
+        json!("pulsar://documents/"),
+        json!("pulsar://documents/../../etc"),
+        json!("pulsar://tasks/task_x"),
+        json!("pulsar://"),
+        json!(5),
+        Value::Null,
+        json!(format!("pulsar://projects/{project}/x")),
+        json!("pulsar://documents/doc_00000000000000000000000000000000"),
+    ];
+    let others = [
+        json!({"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}),
+        json!({"jsonrpc": "1.0", "id": 1, "method": "ping"}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": 7}),
+        json!({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"cursor": "dG9vbHM6OTk5OTk5OTk5OTk5OTk5OTk5OTk5"}}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"cursor": "dG9vbHM6LTE"}}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "resources/list", "params": {"cursor": "cmVzb3VyY2VzOjQyOTQ5NjcyOTU"}}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": [1]}),
+        json!("x"),
+        Value::Null,
+    ];
+    let headers: [&[(&str, &str)]; 4] = [
+        &[],
+        &[("mcp-protocol-version", "2025-06-18")],
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+        ],
+        &[("mcp-protocol-version", "junk")],
+    ];
+    // A small LCG: the same sequence on every run.
+    let mut seed: u64 = 7;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    for i in 0..400 {
+        let body = match next(10) {
+            0..=5 => {
+                let mut arguments = serde_json::Map::new();
+                for _ in 0..next(5) {
+                    arguments.insert(
+                        names[next(names.len())].into(),
+                        values[next(values.len())].clone(),
+                    );
+                }
+                let arguments = match next(6) {
+                    0 => Value::Null,
+                    1 => json!("x"),
+                    _ => Value::Object(arguments),
+                };
+                json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                       "params": {"name": tools[next(tools.len())], "arguments": arguments}})
+            }
+            6 | 7 => json!({"jsonrpc": "2.0", "id": i, "method": "resources/read",
+                           "params": {"uri": uris[next(uris.len())]}}),
+            8 => {
+                let prompt = ["summarize_project", "triage_seo_issues", "x"][next(3)];
+                let project_id = values[next(values.len())].clone();
+                json!({"jsonrpc": "2.0", "id": i, "method": "prompts/get",
+                       "params": {"name": prompt, "arguments": {"project_id": project_id}}})
+            }
+            _ => others[next(others.len())].clone(),
+        };
+        let response = rpc(
+            &app,
+            Some(&user.token),
+            body.clone(),
+            headers[next(headers.len())],
+        )
+        .await;
+        assert!(
+            matches!(response.status, 200 | 202 | 400 | 404),
+            "{body}: {} {}",
+            response.status,
+            response.text
+        );
+        assert_ne!(
+            response.body["error"]["code"], -32603,
+            "{body}: {}",
+            response.text
+        );
+        if response.status == 200 {
+            assert_eq!(response.body["jsonrpc"], "2.0", "{body}: {}", response.text);
+        }
+    }
+}
