@@ -56,6 +56,25 @@ impl Issued {
     }
 }
 
+/// The key as a write just left it: from the read model, which the write waited for;
+/// when that wait timed out (a starved projector), folded from the event store, which is
+/// exact at once. A key just issued must reach its caller with its secret, never a 404.
+async fn written(
+    state: &AppState,
+    workspace_id: &str,
+    key_id: &str,
+    consistent: bool,
+) -> Result<Value> {
+    if consistent {
+        return item(state, workspace_id, key_id).await;
+    }
+    tracing::warn!(%key_id, "answering a key write from the event store: its read model is behind");
+    // Everything recorded so far (the bound only has to lie past the commit).
+    let mut view = as_of::fold::<ApiKey>(state, key_id, Utc::now() + Duration::days(1)).await?;
+    view.status = view.status_at(state.clock.now()).to_string();
+    as_of::present(view, Some(workspace_id)).ok_or_else(|| Error::not_found("API key"))
+}
+
 async fn item(state: &AppState, workspace_id: &str, key_id: &str) -> Result<Value> {
     list::fetch_one(
         &state.pool,
@@ -79,7 +98,7 @@ async fn issue(
     rotated_from: Option<String>,
     grantor: ScopeSet,
     metadata: &EventMetadata,
-) -> Result<(String, NewKey)> {
+) -> Result<(String, NewKey, bool)> {
     let key = NewKey::generate();
     let key_id = ids::new_id(ids::prefix::API_KEY);
     sqlx::query("INSERT INTO api_key_secrets (key_id, public_id, secret_hash) VALUES ($1, $2, $3)")
@@ -99,18 +118,20 @@ async fn issue(
         grantor,
         now: state.clock.now(),
     };
-    if let Err(error) = state
+    match state
         .commands
         .execute::<ApiKey>(&key_id, command, metadata, READ_MODELS)
         .await
     {
-        sqlx::query("DELETE FROM api_key_secrets WHERE key_id = $1")
-            .bind(&key_id)
-            .execute(&state.pool)
-            .await?;
-        return Err(error);
+        Ok(committed) => Ok((key_id, key, committed.consistent)),
+        Err(error) => {
+            sqlx::query("DELETE FROM api_key_secrets WHERE key_id = $1")
+                .bind(&key_id)
+                .execute(&state.pool)
+                .await?;
+            Err(error)
+        }
     }
-    Ok((key_id, key))
 }
 
 /// A page of the workspace's keys.
@@ -154,7 +175,7 @@ pub async fn create(state: &AppState, auth: &Auth, settings: ApiKeySettings) -> 
         Feature::ApiKeys,
         move || async move {
             let (state, auth) = (turn_state, turn_auth);
-            let (key_id, key) = issue(
+            let (key_id, key, consistent) = issue(
                 &state,
                 &auth.workspace_id,
                 settings,
@@ -165,7 +186,7 @@ pub async fn create(state: &AppState, auth: &Auth, settings: ApiKeySettings) -> 
             )
             .await?;
             Ok(Issued {
-                item: item(&state, &auth.workspace_id, &key_id).await?,
+                item: written(&state, &auth.workspace_id, &key_id, consistent).await?,
                 key,
             })
         },
@@ -189,12 +210,12 @@ pub async fn update(
         grantor: auth.scopes,
         now: state.clock.now(),
     };
-    state
+    let committed = state
         .commands
         .execute_expecting::<ApiKey>(id, command, &auth.metadata(), READ_MODELS, expected)
         .await
         .map_err(not_found_as_key)?;
-    item(state, &auth.workspace_id, id).await
+    written(state, &auth.workspace_id, id, committed.consistent).await
 }
 
 fn not_found_as_key(error: Error) -> Error {
@@ -237,7 +258,7 @@ pub async fn rotate(
     old.may_rotate(auth.scopes)?;
     let metadata = auth.metadata();
     let now = state.clock.now();
-    let (new_id, key) = issue(
+    let (new_id, key, issued_consistently) = issue(
         state,
         &auth.workspace_id,
         ApiKeySettings {
@@ -257,30 +278,34 @@ pub async fn rotate(
         grace_period_hours: hours,
         now,
     };
-    if let Err(error) = state
+    let rotated = state
         .commands
         .execute::<ApiKey>(id, rotate, &metadata, READ_MODELS)
-        .await
-    {
-        // The old key could not be rotated (revoked or rotated meanwhile): the new one
-        // must not outlive this failed request.
-        state
-            .commands
-            .execute::<ApiKey>(
-                &new_id,
-                ApiKeyCommand::RevokeApiKey {
-                    workspace_id: auth.workspace_id.clone(),
-                },
-                &metadata,
-                READ_MODELS,
-            )
-            .await?;
-        return Err(error);
-    }
+        .await;
+    let rotated = match rotated {
+        Ok(rotated) => rotated,
+        Err(error) => {
+            // The old key could not be rotated (revoked or rotated meanwhile): the new one
+            // must not outlive this failed request.
+            state
+                .commands
+                .execute::<ApiKey>(
+                    &new_id,
+                    ApiKeyCommand::RevokeApiKey {
+                        workspace_id: auth.workspace_id.clone(),
+                    },
+                    &metadata,
+                    READ_MODELS,
+                )
+                .await?;
+            return Err(error);
+        }
+    };
+    let consistent = issued_consistently && rotated.consistent;
     let grace_end = now + Duration::hours(i64::from(hours));
     Ok((
         Issued {
-            item: item(state, &auth.workspace_id, &new_id).await?,
+            item: written(state, &auth.workspace_id, &new_id, consistent).await?,
             key,
         },
         grace_end,

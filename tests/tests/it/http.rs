@@ -497,9 +497,17 @@ async fn a_stuck_projection_turns_readiness_red_and_shows_in_metrics() {
     .await
     .expect("append");
     app.runtime.state.subscriptions.appended();
+    // Every subscriber that reads workspace events gets stuck on it (the local key table
+    // too, which may get there first): wait for `identity`'s third failure.
+    let identity_stuck = |ready: &pulsar_tests::Response| {
+        ready.body["subscriptions"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["name"] == "identity" && s["stuck"] == true)
+        })
+    };
     let mut ready = app.call("GET", "/readyz", None, None, &[]).await;
     for _ in 0..100 {
-        if ready.status == 503 {
+        if identity_stuck(&ready) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

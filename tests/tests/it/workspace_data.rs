@@ -1345,5 +1345,61 @@ async fn a_write_whose_read_model_is_behind_answers_from_the_event_store() {
         .await
         .expect("count");
     assert_eq!(rows, 0);
+
+    // An API key's secret is shown once: a key issued while the read model is behind
+    // must still reach its caller, and work at once.
+    let issued = node
+        .call(
+            "POST",
+            &format!("{V1}/api-keys"),
+            Some(&user.token),
+            Some(json!({"name": "ci", "scopes": ["projects:read"]})),
+            &[],
+        )
+        .await;
+    issued.expect(201);
+    let key_id = issued.body["data"]["id"].as_str().expect("id").to_string();
+    let secret = issued.body["data"]["key"]
+        .as_str()
+        .expect("the secret")
+        .to_string();
+    assert_eq!(issued.body["data"]["name"], "ci");
+    assert_eq!(issued.body["data"]["status"], "active");
+    node.call(
+        "GET",
+        &format!("{V1}/projects"),
+        Some(&secret),
+        None,
+        &[],
+    )
+    .await
+    .expect(200);
+    let renamed = node
+        .call(
+            "PATCH",
+            &format!("{V1}/api-keys/{key_id}"),
+            Some(&user.token),
+            Some(json!({"name": "ci 2"})),
+            &[],
+        )
+        .await;
+    renamed.expect(200);
+    assert_eq!(renamed.body["data"]["name"], "ci 2");
+    let rotated = node
+        .call(
+            "POST",
+            &format!("{V1}/api-keys/{key_id}/rotate"),
+            Some(&user.token),
+            Some(json!({"grace_period_hours": 1})),
+            &[],
+        )
+        .await;
+    assert!(
+        rotated.status == 200 || rotated.status == 201,
+        "{}",
+        rotated.text
+    );
+    assert!(rotated.body["data"]["key"].is_string(), "{}", rotated.text);
+    assert_eq!(rotated.body["data"]["name"], "ci 2");
     node.stop().await;
 }
