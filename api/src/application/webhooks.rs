@@ -87,6 +87,25 @@ fn not_found_as_webhook(error: Error) -> Error {
     }
 }
 
+/// The endpoint as a write just left it: from the read model, which the write waited
+/// for; when that wait timed out (a starved projector), folded from the event store,
+/// which is exact at once, so a new endpoint's one-time secret always reaches its caller.
+async fn written(
+    state: &AppState,
+    workspace_id: &str,
+    id: &str,
+    consistent: bool,
+) -> Result<Value> {
+    if consistent {
+        return item(state, workspace_id, id).await;
+    }
+    tracing::warn!(%id, "answering an endpoint write from the event store: its read model is behind");
+    // Everything recorded so far (the bound only has to lie past the commit).
+    as_of::item::<Webhook>(state, workspace_id, id, Utc::now() + Duration::days(1))
+        .await?
+        .ok_or_else(not_found)
+}
+
 async fn item(state: &AppState, workspace_id: &str, id: &str) -> Result<Value> {
     list::fetch_one(
         &state.pool,
@@ -200,18 +219,22 @@ pub async fn create(
                 secret_fingerprint: fingerprint,
                 created_by: auth.principal.actor(),
             };
-            if let Err(error) = state
+            let committed = match state
                 .commands
                 .execute::<Webhook>(&id, command, &auth.metadata(), READ_MODELS)
                 .await
             {
-                sqlx::query("DELETE FROM webhook_secrets WHERE endpoint_id = $1")
-                    .bind(&id)
-                    .execute(&state.pool)
-                    .await?;
-                return Err(error);
-            }
-            Ok((item(&state, &auth.workspace_id, &id).await?, secret))
+                Ok(committed) => committed,
+                Err(error) => {
+                    sqlx::query("DELETE FROM webhook_secrets WHERE endpoint_id = $1")
+                        .bind(&id)
+                        .execute(&state.pool)
+                        .await?;
+                    return Err(error);
+                }
+            };
+            let endpoint = written(&state, &auth.workspace_id, &id, committed.consistent).await?;
+            Ok((endpoint, secret))
         },
     )
     .await
@@ -235,12 +258,12 @@ pub async fn update(
         workspace_id: auth.workspace_id.clone(),
         patch,
     };
-    state
+    let committed = state
         .commands
         .execute_expecting::<Webhook>(id, command, &auth.metadata(), READ_MODELS, expected)
         .await
         .map_err(not_found_as_webhook)?;
-    item(state, &auth.workspace_id, id).await
+    written(state, &auth.workspace_id, id, committed.consistent).await
 }
 
 /// Deletes an endpoint: nothing more is delivered to it, and its secrets are erased.
@@ -287,7 +310,7 @@ pub async fn rotate_secret(
     };
     // The command first: it decides whether the endpoint is the caller's. Until the new
     // row lands the current secret keeps signing, so no delivery goes unsigned.
-    state
+    let committed = state
         .commands
         .execute::<Webhook>(id, command, &auth.metadata(), READ_MODELS)
         .await
@@ -311,7 +334,8 @@ pub async fn rotate_secret(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok((item(state, &auth.workspace_id, id).await?, secret, until))
+    let endpoint = written(state, &auth.workspace_id, id, committed.consistent).await?;
+    Ok((endpoint, secret, until))
 }
 
 /// Sends a `webhooks.test` event to the endpoint now and reports what came back. The

@@ -1365,15 +1365,21 @@ async fn a_write_whose_read_model_is_behind_answers_from_the_event_store() {
         .to_string();
     assert_eq!(issued.body["data"]["name"], "ci");
     assert_eq!(issued.body["data"]["status"], "active");
-    node.call(
-        "GET",
-        &format!("{V1}/projects"),
-        Some(&secret),
-        None,
-        &[],
-    )
-    .await
-    .expect(200);
+    // The node's own key table (in memory, no projector needed) learns of it within
+    // moments; here the read-your-writes wait gave up after 100 ms.
+    let mut used = node
+        .call("GET", &format!("{V1}/projects"), Some(&secret), None, &[])
+        .await;
+    for _ in 0..100 {
+        if used.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        used = node
+            .call("GET", &format!("{V1}/projects"), Some(&secret), None, &[])
+            .await;
+    }
+    used.expect(200);
     let renamed = node
         .call(
             "PATCH",
@@ -1401,5 +1407,32 @@ async fn a_write_whose_read_model_is_behind_answers_from_the_event_store() {
     );
     assert!(rotated.body["data"]["key"].is_string(), "{}", rotated.text);
     assert_eq!(rotated.body["data"]["name"], "ci 2");
+
+    // So is a webhook endpoint's signing secret.
+    let endpoint = node
+        .call(
+            "POST",
+            &format!("{V1}/webhooks"),
+            Some(&user.token),
+            Some(json!({"url": "http://127.0.0.1:9/hooks", "events": ["projects.*"]})),
+            &[],
+        )
+        .await;
+    endpoint.expect(201);
+    assert!(endpoint.body["data"]["secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("whsec_")));
+    let endpoint_id = endpoint.body["data"]["id"].as_str().expect("id");
+    let changed = node
+        .call(
+            "PATCH",
+            &format!("{V1}/webhooks/{endpoint_id}"),
+            Some(&user.token),
+            Some(json!({"description": "behind"})),
+            &[],
+        )
+        .await;
+    changed.expect(200);
+    assert_eq!(changed.body["data"]["description"], "behind");
     node.stop().await;
 }
