@@ -52,3 +52,35 @@ pub async fn item<A: Aggregate + Published>(
 ) -> Result<Option<Value>> {
     Ok(present(fold::<A>(state, id, at).await?, Some(workspace_id)))
 }
+
+/// `A` `id` as a write just left it: what `read_model` (which the write waited for) has,
+/// once it caught up with the write; when the wait timed out (a starved projector),
+/// folded from the event store instead, which is exact at once. A committed write must
+/// never answer 404, nor the version before it, and a one-time secret must reach its
+/// caller. `None` only when neither has it.
+pub async fn written<A, F>(
+    state: &AppState,
+    workspace_id: &str,
+    id: &str,
+    consistent: bool,
+    read_model: F,
+) -> Result<Option<Value>>
+where
+    A: Aggregate + Published,
+    F: std::future::Future<Output = Result<Option<Value>>>,
+{
+    if consistent {
+        if let Some(item) = read_model.await? {
+            return Ok(Some(item));
+        }
+    }
+    tracing::warn!(%id, aggregate = A::TYPE, "answering a write from the event store: its read model is behind");
+    // Everything recorded so far (the bound only has to lie past the commit).
+    item::<A>(
+        state,
+        workspace_id,
+        id,
+        Utc::now() + chrono::TimeDelta::days(1),
+    )
+    .await
+}

@@ -127,25 +127,16 @@ fn scope<R: Resource>(auth: &Auth, id: &str) -> [(&'static str, String); 2] {
     ]
 }
 
-/// The item as a write just left it: from its read model, which the write waited for;
-/// when that wait timed out (a projector starved under load), folded from the event
-/// store instead, which is exact at once. A committed write must never answer 404, nor
-/// the version before it.
+/// The item as a write just left it ([`as_of::written`]).
 async fn written<R: Resource>(
     state: &AppState,
     auth: &Auth,
     id: &str,
     consistent: bool,
 ) -> Result<Value> {
-    if consistent {
-        if let Some(item) = list::fetch_one(&state.pool, R::SPEC, &scope::<R>(auth, id)).await? {
-            return Ok(item);
-        }
-    }
-    tracing::warn!(%id, "answering a write from the event store: its read model is behind");
-    // Everything recorded so far (the bound only has to lie past the commit).
-    let now = chrono::Utc::now() + chrono::TimeDelta::days(1);
-    as_of::item::<Record<R::Kind>>(state, &auth.workspace_id, id, now)
+    let read_model =
+        async { Ok(list::fetch_one(&state.pool, R::SPEC, &scope::<R>(auth, id)).await?) };
+    as_of::written::<Record<R::Kind>, _>(state, &auth.workspace_id, id, consistent, read_model)
         .await?
         .ok_or_else(not_found::<R>)
 }

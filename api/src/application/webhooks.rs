@@ -87,27 +87,26 @@ fn not_found_as_webhook(error: Error) -> Error {
     }
 }
 
-/// The endpoint as a write just left it: from the read model, which the write waited
-/// for; when that wait timed out (a starved projector), folded from the event store,
-/// which is exact at once, so a new endpoint's one-time secret always reaches its caller.
+/// The endpoint as a write just left it ([`as_of::written`]).
 async fn written(
     state: &AppState,
     workspace_id: &str,
     id: &str,
     consistent: bool,
 ) -> Result<Value> {
-    if consistent {
-        return item(state, workspace_id, id).await;
-    }
-    tracing::warn!(%id, "answering an endpoint write from the event store: its read model is behind");
-    // Everything recorded so far (the bound only has to lie past the commit).
-    as_of::item::<Webhook>(state, workspace_id, id, Utc::now() + Duration::days(1))
+    let read_model = row(state, workspace_id, id);
+    as_of::written::<Webhook, _>(state, workspace_id, id, consistent, read_model)
         .await?
         .ok_or_else(not_found)
 }
 
 async fn item(state: &AppState, workspace_id: &str, id: &str) -> Result<Value> {
-    list::fetch_one(
+    row(state, workspace_id, id).await?.ok_or_else(not_found)
+}
+
+/// The endpoint's read-model row, if any.
+async fn row(state: &AppState, workspace_id: &str, id: &str) -> Result<Option<Value>> {
+    Ok(list::fetch_one(
         &state.pool,
         &webhooks::LIST,
         &[
@@ -115,8 +114,7 @@ async fn item(state: &AppState, workspace_id: &str, id: &str) -> Result<Value> {
             ("w.workspace_id", workspace_id.to_string()),
         ],
     )
-    .await?
-    .ok_or_else(not_found)
+    .await?)
 }
 
 /// The endpoint URL as the SSRF guard sees it: 422 on `url` for one that can never be
