@@ -6,10 +6,13 @@ use pulsar_domain::api_key::{ApiKey, ApiKeyCommand};
 use pulsar_domain::ids::{self, prefix};
 use pulsar_domain::{Actor, EventMetadata};
 use pulsar_projections::api_keys::{self, ApiKeysProjection};
+use pulsar_projections::audit::AuditLog;
 use pulsar_projections::identity::{self, IdentityProjection};
 use pulsar_projections::key_table::{self, KeyTable};
 use pulsar_projections::rebuild;
+use pulsar_projections::seo::SeoProjection;
 use pulsar_projections::subscription::SubscriptionConfig;
+use pulsar_projections::usage::UsageProjection;
 use pulsar_projections::webhooks::{self, WebhooksProjection};
 use pulsar_projections::workspace_data as data;
 use pulsar_projections::Subscriptions;
@@ -109,11 +112,9 @@ pub async fn rebuild(
             }
             webhooks::NAME => rebuild::rebuild(pool, &WebhooksProjection, progress).await,
             pulsar_projections::usage::NAME => {
-                rebuild::rebuild(pool, &pulsar_projections::usage::UsageProjection, progress).await
+                rebuild::rebuild(pool, &UsageProjection, progress).await
             }
-            pulsar_projections::seo::NAME => {
-                rebuild::rebuild(pool, &pulsar_projections::seo::SeoProjection, progress).await
-            }
+            pulsar_projections::seo::NAME => rebuild::rebuild(pool, &SeoProjection, progress).await,
             other => return Err(RebuildError::Unknown(other.to_string())),
         }?;
         reports.push(report);
@@ -189,48 +190,20 @@ impl Runtime {
             subscriptions.spawn_local(key_table.clone()),
         ];
         // Each durable projection runs here, or (API-only nodes) is followed.
-        let projects = role.projects();
+        let (s, here) = (&subscriptions, role.projects());
         tasks.extend([
-            run_or_follow(&subscriptions, projects, IdentityProjection),
-            run_or_follow(&subscriptions, projects, ApiKeysProjection),
-            run_or_follow(
-                &subscriptions,
-                projects,
-                data::projects::Projection::default(),
-            ),
-            run_or_follow(&subscriptions, projects, data::tasks::Projection::default()),
-            run_or_follow(
-                &subscriptions,
-                projects,
-                data::contacts::Projection::default(),
-            ),
-            run_or_follow(
-                &subscriptions,
-                projects,
-                data::companies::Projection::default(),
-            ),
-            run_or_follow(&subscriptions, projects, data::deals::Projection::default()),
-            run_or_follow(
-                &subscriptions,
-                projects,
-                data::documents::Projection::default(),
-            ),
-            run_or_follow(&subscriptions, projects, WebhooksProjection),
-            run_or_follow(
-                &subscriptions,
-                projects,
-                pulsar_projections::usage::UsageProjection,
-            ),
-            run_or_follow(
-                &subscriptions,
-                projects,
-                pulsar_projections::seo::SeoProjection,
-            ),
-            run_or_follow(
-                &subscriptions,
-                projects,
-                pulsar_projections::audit::AuditLog,
-            ),
+            run_or_follow(s, here, IdentityProjection),
+            run_or_follow(s, here, ApiKeysProjection),
+            run_or_follow(s, here, data::projects::Projection::default()),
+            run_or_follow(s, here, data::tasks::Projection::default()),
+            run_or_follow(s, here, data::contacts::Projection::default()),
+            run_or_follow(s, here, data::companies::Projection::default()),
+            run_or_follow(s, here, data::deals::Projection::default()),
+            run_or_follow(s, here, data::documents::Projection::default()),
+            run_or_follow(s, here, WebhooksProjection),
+            run_or_follow(s, here, UsageProjection),
+            run_or_follow(s, here, SeoProjection),
+            run_or_follow(s, here, AuditLog),
         ]);
         let interval = config.maintenance_interval;
         let signer = if role.projects() {

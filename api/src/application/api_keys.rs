@@ -59,6 +59,8 @@ impl Issued {
 /// The key as a write just left it: from the read model, which the write waited for;
 /// when that wait timed out (a starved projector), folded from the event store, which is
 /// exact at once. A key just issued must reach its caller with its secret, never a 404.
+/// Not [`as_of::written`]: a key's status also depends on the clock (expiry, grace),
+/// which the fold alone does not apply.
 async fn written(
     state: &AppState,
     workspace_id: &str,
